@@ -1,0 +1,3 @@
+from .core import *
+from .layers import *
+from .registry import *

@@ -1,0 +1,1 @@
+"Bundled model families; importing this module registers their archs"
