@@ -1,0 +1,245 @@
+"Blocks for sequences: `SeqBlock`, `VideoBlock`, frame samplers, sequence-aware batch transforms, `SeqSplit`, `show_batch`"
+from __future__ import annotations
+import random, warnings
+from pathlib import Path
+import numpy as np, torch
+from torch import Tensor
+from PIL import Image
+from fastcore.basics import store_attr, patch, listify
+from fastcore.transform import Transform, ItemTransform
+from fastcore.foundation import L
+from fastai.imports import dispatch
+from fastai.torch_core import TensorImage, TensorBase, TensorCategory
+from fastai.data.block import TransformBlock
+from fastai.data.transforms import IntToFloatTensor, image_extensions
+from fastai.data.core import get_show_batch_func
+from fastai.vision.core import PILImage, PILImageBW
+from fastai.vision.augment import RandTransform, PadMode
+from fastai.vision.data import get_grid
+from .core import ImageTuple, ImageSeq, ImageSeqBW, SeqError
+from .video import read_frames, video_info, VideoError, VIDEO_EXTS
+
+__all__ = ['SAMPLERS', 'SHORT_POLICIES', 'sample_indices', 'LoadFrames', 'StackFrames', 'IntToFloatSeq', 'SeqBlock',
+           'VideoBlock', 'SeqSplit', 'seq_frames_count', 'show_batch']
+
+SAMPLERS = ('uniform', 'random', 'first', 'all', 'auto')
+SHORT_POLICIES = ('loop', 'pad', 'error')
+
+def sample_indices(
+    n_total:int, # Frames in the clip
+    n_frames:int|None, # Frames wanted; None for all
+    sampler:str='uniform', # 'uniform', 'random', 'first' or 'all' ('auto' is resolved by the caller)
+    stride:int=1, # Step between consecutive frames of a 'random' or 'first' window
+    short:str='loop', # What a clip with fewer than `n_frames` frames gets: 'loop', 'pad' or 'error'
+    fn=None, # The source, named in errors
+    rng:random.Random=None, # Random generator for the 'random' sampler (default: the `random` module)
+) -> list:
+    "Frame indices of a clip of `n_total` frames: sorted (but for looping), in range, `n_frames` of them"
+    if sampler not in SAMPLERS or sampler=='auto':
+        raise ValueError(f"sampler must be one of {SAMPLERS[:-1]} here ('auto' picks by split), got {sampler!r}")
+    if short not in SHORT_POLICIES: raise ValueError(f"short must be one of {SHORT_POLICIES}, got {short!r}")
+    if n_total<1: raise SeqError(f"{fn or 'sequence'}: has no frames.")
+    if sampler=='all' or n_frames is None: return list(range(n_total))
+    if n_total<n_frames:
+        if short=='error': raise SeqError(f"{fn or 'sequence'}: has {n_total} frames, fewer than the n_frames={n_frames} asked. "
+                                          "Use short='loop' or 'pad', lower n_frames, or remove the clip.")
+        if short=='loop': return [i%n_total for i in range(n_frames)]
+        return list(range(n_total)) + [n_total-1]*(n_frames-n_total)
+    if sampler=='uniform': return np.linspace(0, n_total-1, n_frames).round().astype(int).tolist()
+    stride = max(1, min(stride, (n_total-1)//max(n_frames-1, 1)))  # shrink the stride until the window fits
+    span = (n_frames-1)*stride+1
+    start = 0 if sampler=='first' else (rng or random).randint(0, n_total-span)
+    return list(range(start, start+span, stride))
+
+def _is_video(p) -> bool: return isinstance(p, (str, Path)) and Path(p).suffix.lower() in VIDEO_EXTS
+
+def _frame_files(p:Path) -> L:
+    "The image files of frame folder `p`, in natural order, with an error when there are none"
+    if not p.is_dir(): raise SeqError(f"{p}: no such frame folder.")
+    fs = p.ls_sorted(extensions=image_extensions)
+    if not fs: raise SeqError(f"{p}: this frame folder holds no images. Remove it or fill it with frame images.")
+    return fs
+
+def seq_frames_count(o) -> int:
+    "Number of frames of a sequence source (video file, frame folder, list of frames or array)"
+    if _is_video(o): return video_info(o).n_frames
+    if isinstance(o, (str, Path)): return len(_frame_files(Path(o)))
+    return len(o)
+
+class LoadFrames(RandTransform):
+    "Load the sampled frames of a video file, a frame folder, a list of frames or an array, as an `ImageTuple` or `ImageSeq`"
+    split_idx,order = None,0
+    def __init__(self,
+        n_frames:int=None, # Frames per sample; None for all
+        sampler:str='uniform', # 'uniform', 'random', 'first', 'all' or 'auto' (random for training, uniform otherwise)
+        short:str='loop', # What a clip shorter than `n_frames` gets: 'loop', 'pad' or 'error'
+        stride:int=1, # Step between the frames of a 'random'/'first' window
+        channels:int=3, # 1 for grayscale frames, 3 for RGB
+    ):
+        if sampler not in SAMPLERS: raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        if short not in SHORT_POLICIES: raise ValueError(f"short must be one of {SHORT_POLICIES}, got {short!r}")
+        if channels not in (1,3): raise ValueError(f"channels must be 1 or 3, got {channels}")
+        super().__init__()
+        store_attr('n_frames,sampler,short,stride,channels')
+        self.pil_cls = PILImageBW if channels==1 else PILImage
+        self._split = None
+
+    def before_call(self, b, split_idx:int):
+        self._split = split_idx
+
+    def _sampler(self) -> str:
+        if self.sampler!='auto': return self.sampler
+        return 'random' if self._split==0 else 'uniform'
+
+    def idxs(self, n_total:int, fn=None) -> list:
+        "The frame indices this transform reads from a source of `n_total` frames"
+        return sample_indices(n_total, self.n_frames, self._sampler(), self.stride, self.short, fn)
+
+    def _pil(self, a) -> Image.Image:
+        img = Image.fromarray(a)
+        return self.pil_cls(img.convert('L' if self.channels==1 else 'RGB'))
+
+    def encodes(self, o:str|Path):
+        p = Path(o)
+        if _is_video(p):
+            frames = read_frames(p, self.idxs(video_info(p).n_frames, p))
+            return ImageTuple(self._pil(a) for a in frames)
+        fs = _frame_files(p)
+        return self.load_files(fs, p)
+
+    def load_files(self, fs, src=None) -> ImageTuple:
+        "Sample and open frame image files"
+        res = []
+        for f in [fs[i] for i in self.idxs(len(fs), src)]:
+            try: img = Image.open(f); img.load()
+            except Exception as e:
+                raise SeqError(f"{f}: cannot read this frame image ({type(e).__name__}: {e}). Remove or replace the file.") from e
+            res.append(self.pil_cls(_to_mode(img, self.channels, f)))
+        return ImageTuple(res)
+
+    def encodes(self, o:list|tuple|L):
+        if not len(o): raise SeqError("An empty list of frames cannot make a sequence.")
+        if isinstance(o[0], (str, Path)): return self.load_files(list(o))
+        idxs = self.idxs(len(o))
+        return ImageTuple(f if isinstance(f, Image.Image) else self._pil(_hwc_uint8(f)) for f in (o[i] for i in idxs))
+
+    def encodes(self, o:Tensor|np.ndarray):
+        x = ImageSeq.create(o)
+        return ImageSeq(x[self.idxs(len(x))])
+
+def _to_mode(img:Image.Image, channels:int, fn) -> Image.Image:
+    "Convert any PIL mode (16-bit, CMYK, palette, LA, ...) to 'L' or 'RGB'"
+    if img.mode in ('I;16', 'I;16B', 'I;16L', 'I'):  # 16/32-bit grey: scale to 8 bits instead of clipping
+        a = np.asarray(img, dtype=np.float32)
+        img = Image.fromarray((a*(255/max(float(a.max()), 1.))).astype(np.uint8))
+    return img.convert('L' if channels==1 else 'RGB')
+
+def _hwc_uint8(f) -> np.ndarray:
+    a = np.asarray(f.cpu() if isinstance(f, Tensor) else f)
+    if a.ndim==3 and a.shape[0] in (1,3) and a.shape[-1] not in (1,3): a = a.transpose(1,2,0)
+    if a.dtype!=np.uint8: a = (np.clip(a, 0, 1)*255).round().astype(np.uint8) if a.dtype.kind=='f' else a.astype(np.uint8)
+    return a[...,0] if a.ndim==3 and a.shape[-1]==1 else a
+
+class StackFrames(ItemTransform):
+    "Stack the (tensor) frames of every `ImageTuple` in an item into one `ImageSeq` `(T,C,H,W)`"
+    order = 6  # after `ToTensor`
+    def __init__(self, cls=ImageSeq): self.cls = cls
+    def _stack(self, o):
+        if isinstance(o, ImageSeq): return o
+        if isinstance(o, ImageTuple):
+            shapes = {tuple(t.shape) for t in o}
+            if len(shapes)>1: raise SeqError(f"Frames of one sequence differ in size {sorted(shapes)[:3]}: add `item_tfms=Resize(...)`.")
+            return self.cls(torch.stack([TensorBase(t) for t in o]))
+        return o
+    def encodes(self, b): return tuple(self._stack(o) for o in b) if isinstance(b, tuple) else self._stack(b)
+
+class IntToFloatSeq(IntToFloatTensor):
+    "`IntToFloatTensor` that leaves float sequences (already in [0,1]) alone"
+    def encodes(self, o:ImageSeq): return o if o.is_floating_point() else o.float().div_(self.div)
+
+def SeqBlock(
+    cls=ImageSeq, # `ImageSeq` (RGB) or `ImageSeqBW` (grayscale)
+    n_frames:int=None, # Frames per sample; None keeps them all
+    sampler:str='uniform', # 'uniform', 'random', 'first', 'all' or 'auto' (random for training, uniform for validation)
+    short:str='loop', # What a sequence shorter than `n_frames` gets: 'loop', 'pad' or 'error'
+    stride:int=1, # Step between the frames of a 'random'/'first' window
+    channels:int=None, # 1 or 3; by default from `cls`
+):
+    "A `TransformBlock` for sequences given as a folder of frames, a list of frame paths or a tensor"
+    channels = channels or (1 if issubclass(cls, ImageSeqBW) else 3)
+    return TransformBlock(type_tfms=LoadFrames(n_frames, sampler, short, stride, channels),
+                          item_tfms=StackFrames(cls), batch_tfms=IntToFloatSeq)
+
+def VideoBlock(
+    n_frames:int=8, # Frames per clip
+    sampler:str='uniform', # 'uniform', 'random', 'first', 'all' or 'auto' (random for training, uniform for validation)
+    short:str='loop', # What a clip shorter than `n_frames` gets: 'loop', 'pad' or 'error'
+    stride:int=1, # Step between the frames of a 'random'/'first' window
+    channels:int=3, # 1 for grayscale, 3 for RGB
+    cls=ImageSeq, # The batch type
+):
+    "A `TransformBlock` for video files, decoded with PyAV: only the sampled frames are decoded"
+    return TransformBlock(type_tfms=LoadFrames(n_frames, sampler, short, stride, channels),
+                          item_tfms=StackFrames(cls), batch_tfms=IntToFloatSeq)
+
+class SeqSplit:
+    "Split one sequence into `n_in` input frames and the next `n_out` target frames: use `.get_x`/`.get_y` in a `DataBlock`"
+    def __init__(self, n_in:int, n_out:int, get_seq=None, offset:int=0):
+        store_attr()
+        if n_in<1 or n_out<1: raise ValueError(f"n_in and n_out must be >= 1, got {n_in}, {n_out}")
+    def _frames(self, o):
+        "The frame list of `o` (a frame folder -> its sorted files; a list/array -> itself)"
+        o = self.get_seq(o) if self.get_seq else o
+        if isinstance(o, (str, Path)) and not _is_video(o): o = list(_frame_files(Path(o)))
+        n = seq_frames_count(o) if _is_video(o) else len(o)
+        if n<self.offset+self.n_in+self.n_out:
+            raise SeqError(f"{o if isinstance(o,(str,Path)) else 'sequence'}: has {n} frames, fewer than "
+                           f"offset+n_in+n_out={self.offset+self.n_in+self.n_out}. Drop it or use shorter windows.")
+        return o
+    def _part(self, o, a:int, b:int):
+        o = self._frames(o)
+        return ImageSeq.create(read_frames(o, list(range(a, b)))) if _is_video(o) else o[a:b]
+    def get_x(self, o): return self._part(o, self.offset, self.offset+self.n_in)
+    def get_y(self, o): return self._part(o, self.offset+self.n_in, self.offset+self.n_in+self.n_out)
+
+# Batch augmentation on `(B,T,C,H,W)` sequences: fastai's batch transforms draw their random parameters per sample
+# (`x.size(0)`); applying them to each time step with those same parameters gives one parameter set per sequence.
+def _per_step(x:ImageSeq, f) -> ImageSeq:
+    if x.ndim==4: return _per_step(ImageSeq(x[None]), f)[0]
+    return ImageSeq(torch.stack([TensorBase(f(TensorImage(x[:,t]))) for t in range(x.shape[1])], dim=1))
+
+@patch
+def affine_coord(x:ImageSeq, mat=None, coord_tfm=None, sz=None, mode='bilinear', pad_mode=PadMode.Reflection, align_corners=True):
+    "`TensorImage.affine_coord` with one transform per sequence, applied to all its frames"
+    return _per_step(x, lambda o: o.affine_coord(mat, coord_tfm, sz=sz, mode=mode, pad_mode=pad_mode, align_corners=align_corners))
+
+@patch
+def lighting(x:ImageSeq, func):
+    "`TensorImage.lighting` with one change per sequence"
+    return _per_step(x, lambda o: o.lighting(func))
+
+@patch
+def hsv(x:ImageSeq, func):
+    "`TensorImage.hsv` with one change per sequence"
+    return _per_step(x, lambda o: o.hsv(func))
+
+def _seq_grid(n:int, ncols:int, max_frames:int, figsize=None, title=None):
+    "Axes for `n` rows of `ncols` frame strips"
+    figsize = figsize or (min(1.6*max_frames*ncols, 24), 1.9*n)
+    return get_grid(n*ncols, nrows=n, ncols=ncols, figsize=figsize, title=title)
+
+@dispatch
+def show_batch(x:ImageSeq, y, samples, ctxs=None, max_n:int=6, nrows=None, ncols=None, figsize=None, max_frames:int=8, **kwargs):
+    "Each sample as a strip of frames, titled with its label"
+    n = min(len(samples), max_n)
+    if ctxs is None: ctxs = _seq_grid(n, 1, max_frames, figsize)
+    return get_show_batch_func(object)(x, y, samples, ctxs=ctxs, max_n=n, max_frames=max_frames, **kwargs)
+
+@dispatch
+def show_batch(x:ImageSeq, y:ImageSeq, samples, ctxs=None, max_n:int=6, nrows=None, ncols=None, figsize=None, max_frames:int=10, **kwargs):
+    "Each sample as a row: the input strip, then the target strip"
+    n = min(len(samples), max_n)
+    if ctxs is None: ctxs = _seq_grid(n, 2, max_frames, figsize, title='Input / Target')
+    for i in range(2):
+        ctxs[i::2] = [s[i].show(ctx=c, max_frames=max_frames, **kwargs) for s,c in zip(samples[:n], ctxs[i::2])]
+    return ctxs
