@@ -19,7 +19,7 @@ from fastai.vision.data import get_grid
 from .core import ImageTuple, ImageSeq, ImageSeqBW, SeqError
 from .video import read_frames, video_info, VideoError, VIDEO_EXTS
 
-__all__ = ['SAMPLERS', 'SHORT_POLICIES', 'sample_indices', 'LoadFrames', 'StackFrames', 'IntToFloatSeq', 'SeqBlock',
+__all__ = ['SAMPLERS', 'SHORT_POLICIES', 'sample_indices', 'clip_indices', 'LoadFrames', 'StackFrames', 'IntToFloatSeq', 'SeqBlock',
            'VideoBlock', 'SeqSplit', 'seq_frames_count', 'show_batch']
 
 SAMPLERS = ('uniform', 'random', 'first', 'all', 'auto')
@@ -49,6 +49,26 @@ def sample_indices(
     stride = max(1, min(stride, (n_total-1)//max(n_frames-1, 1)))  # shrink the stride until the window fits
     span = (n_frames-1)*stride+1
     start = 0 if sampler=='first' else (rng or random).randint(0, n_total-span)
+    return list(range(start, start+span, stride))
+
+def clip_indices(
+    n_total:int, # Frames in the clip
+    n_frames:int, # Frames per clip
+    k:int, # Which clip
+    n_clips:int, # How many clips are spread over the video
+    sampler:str='uniform', # 'uniform'/'all': evenly spaced frames shifted by k/n_clips of a step; else consecutive windows
+    stride:int=1, # Step between the frames of a window
+    short:str='loop', # Policy for clips shorter than `n_frames`
+    fn=None, # The source, named in errors
+) -> list:
+    "Frame indices of the `k`-th of `n_clips` clips spread evenly over a video, for multi-clip evaluation"
+    if not 0<=k<n_clips: raise ValueError(f"clip index {k} out of range for n_clips={n_clips}")
+    if n_frames is None or n_total<n_frames: return sample_indices(n_total, n_frames, 'first', stride, short, fn)
+    if sampler in ('uniform', 'all'):
+        return np.minimum(((np.arange(n_frames)+(k+0.5)/n_clips)*n_total/n_frames).astype(int), n_total-1).tolist()
+    stride = max(1, min(stride, (n_total-1)//max(n_frames-1, 1)))
+    span = (n_frames-1)*stride+1
+    start = int(round(k*(n_total-span)/max(n_clips-1, 1)))
     return list(range(start, start+span, stride))
 
 def _is_video(p) -> bool: return isinstance(p, (str, Path)) and Path(p).suffix.lower() in VIDEO_EXTS
@@ -82,7 +102,7 @@ class LoadFrames(RandTransform):
         super().__init__()
         store_attr('n_frames,sampler,short,stride,channels')
         self.pil_cls = PILImageBW if channels==1 else PILImage
-        self._split = None
+        self._split,self.clip = None,None  # `clip=(k,n)`: read the k-th of n evenly spread clips (multi-clip evaluation)
 
     def before_call(self, b, split_idx:int):
         self._split = split_idx
@@ -93,6 +113,7 @@ class LoadFrames(RandTransform):
 
     def idxs(self, n_total:int, fn=None) -> list:
         "The frame indices this transform reads from a source of `n_total` frames"
+        if self.clip is not None: return clip_indices(n_total, self.n_frames, *self.clip, self.sampler, self.stride, self.short, fn)
         return sample_indices(n_total, self.n_frames, self._sampler(), self.stride, self.short, fn)
 
     def _pil(self, a) -> Image.Image:

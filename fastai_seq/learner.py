@@ -1,0 +1,150 @@
+"`seq_learner`: task inference, defaults, `show_results`, `plot_top_losses` and multi-clip evaluation for sequences"
+from __future__ import annotations
+import inspect
+from typing import NamedTuple
+import numpy as np, torch
+from torch import Tensor
+from fastcore.basics import store_attr, patch, ifnone
+from fastcore.meta import delegates
+from fastcore.foundation import L
+from fastai.imports import dispatch, plt
+from fastai.torch_core import TensorBase, TensorCategory, trainable_params
+from fastai.losses import MSELossFlat, CrossEntropyLossFlat
+from fastai.metrics import accuracy
+from fastai.learner import Learner
+from fastai.data.transforms import Normalize
+from fastai.vision.data import get_grid
+from .core import ImageSeq
+from .data import LoadFrames, show_batch
+from .metrics import MSE, MAE, SSIM, PSNR, TopKAccuracy
+from .registry import arch_info, infer_task, create_seq_model, model_kwargs_from_dls, list_archs
+
+__all__ = ['seq_learner', 'default_metrics', 'ClipEvaluation', 'aggregate_clips', 'show_results', 'plot_top_losses']
+
+_learner_args = set(inspect.signature(Learner.__init__).parameters) - {'self', 'dls', 'model'}
+
+def default_metrics(task:str, n_classes:int=None) -> list:
+    "Forecasting: mse, mae, ssim, psnr; classification: accuracy and top-k accuracy (k=5, capped at the class count)"
+    if task=='forecast': return [MSE(), MAE(), SSIM(), PSNR()]
+    return [accuracy, TopKAccuracy(k=min(5, n_classes or 5))]
+
+def _find_normalize(dls):
+    return next((t for t in dls.after_batch.fs if isinstance(t, Normalize)), None)
+
+@delegates(Learner.__init__)
+def seq_learner(
+    dls, # `DataLoaders` of `ImageSeq` inputs and `ImageSeq` (forecasting) or category (classification) targets
+    arch='convgru', # A registered arch name (see `list_archs()`) or a builder taking the shape kwargs
+    loss_func=None, # Default: `MSELossFlat` (forecasting), `CrossEntropyLossFlat` (classification)
+    metrics=None, # Default: `default_metrics(task)`
+    pretrained:bool=False, # Load ImageNet weights for the bodies of classification archs (from the local cache only)
+    normalize:bool=True, # Add `Normalize` with the arch's stats when the data has none and the arch asks for them
+    **kwargs # `Learner` arguments (`lr`, `cbs`, `opt_func`, `path`, ...) and model arguments for the builder
+) -> Learner:
+    "Build a `Learner` for a sequence task, the task inferred from the targets of `dls`"
+    task = infer_task(dls)
+    lrn_kw = {k:kwargs.pop(k) for k in list(kwargs) if k in _learner_args}
+    info = arch_info(arch) if isinstance(arch, str) else None
+    if task=='classify': kwargs['pretrained'] = pretrained
+    elif pretrained: raise ValueError("pretrained=True is for the classification archs: forecasting archs train from scratch.")
+    model = create_seq_model(arch, dls, **kwargs)
+    shape = model_kwargs_from_dls(dls, task)
+    if info is not None:
+        if info.splitter is not None: lrn_kw.setdefault('splitter', info.splitter)
+        for k,v in info.defaults.items():
+            if k in _learner_args: lrn_kw.setdefault(k, v)
+        if normalize and info.stats is not None and pretrained and _find_normalize(dls) is None:
+            dls.add_tfms([Normalize.from_stats(*info.stats)], 'after_batch')
+    if loss_func is None: loss_func = MSELossFlat() if task=='forecast' else CrossEntropyLossFlat()
+    if metrics is None: metrics = default_metrics(task, shape.get('n_classes'))
+    learn = Learner(dls, model, loss_func=loss_func, metrics=metrics, **lrn_kw)
+    learn.arch, learn.task, learn.seq_shape = ifnone(getattr(info, 'name', None), arch), task, shape
+    if info is not None and task=='classify' and pretrained: learn.freeze()
+    return learn
+
+def _strip_grid(n:int, ncols:int, max_frames:int, figsize=None, title=None):
+    figsize = figsize or (min(1.6*max_frames*ncols, 24), 2*n)
+    return get_grid(n*ncols, nrows=n, ncols=ncols, figsize=figsize, title=title)
+
+@dispatch
+def show_results(x:ImageSeq, y:ImageSeq, samples, outs, ctxs=None, max_n:int=4, nrows=None, ncols=None, figsize=None,
+                 max_frames:int=10, **kwargs):
+    "Each sample as a row: input frames, target frames, predicted frames"
+    n = min(len(samples), max_n)
+    if ctxs is None: ctxs = _strip_grid(n, 3, max_frames, figsize, title='Input / Target / Prediction')
+    for i,src in enumerate((samples.itemgot(0), samples.itemgot(1), outs.itemgot(0))):
+        ctxs[i::3] = [o.show(ctx=c, max_frames=max_frames, **kwargs) for o,c in zip(list(src)[:n], ctxs[i::3])]
+    return ctxs
+
+@dispatch
+def show_results(x:ImageSeq, y:TensorCategory, samples, outs, ctxs=None, max_n:int=6, nrows=None, ncols=None, figsize=None,
+                 max_frames:int=8, **kwargs):
+    "Each clip as a strip titled 'actual / predicted', green when right and red when wrong"
+    n = min(len(samples), max_n)
+    if ctxs is None: ctxs = _strip_grid(n, 1, max_frames, figsize, title='Actual / Predicted')
+    for (s,o,c) in zip(list(samples)[:n], list(outs)[:n], ctxs):
+        s[0].show(ctx=c, max_frames=max_frames, **kwargs)
+        c.set_title(f'{s[1]} / {o[0]}', color='green' if str(s[1])==str(o[0]) else 'red')
+    return ctxs
+
+@dispatch
+def plot_top_losses(x:ImageSeq, y:TensorCategory, samples, outs, raws, losses, nrows=None, ncols=None, figsize=None,
+                    max_frames:int=8, **kwargs):
+    "Each clip as a strip titled 'prediction / actual / loss / probability'"
+    axs = _strip_grid(len(samples), 1, max_frames, figsize, title='Prediction / Actual / Loss / Probability')
+    for ax,s,o,r,l in zip(axs, samples, outs, raws, losses):
+        s[0].show(ctx=ax, max_frames=max_frames, **kwargs)
+        ax.set_title(f'{o[0]} / {s[1]} / {l.item():.2f} / {r.max().item():.2f}')
+    return axs
+
+@dispatch
+def plot_top_losses(x:ImageSeq, y:ImageSeq, samples, outs, raws, losses, nrows=None, ncols=None, figsize=None,
+                    max_frames:int=10, **kwargs):
+    "Each sample as a row: input, target and predicted frames, with its loss"
+    axs = _strip_grid(len(samples), 3, max_frames, figsize, title='Input / Target / Prediction')
+    for i,(s,o,l) in enumerate(zip(samples, outs, losses)):
+        for j,(im,t) in enumerate(zip((s[0], s[1], o[0]), ('input', 'target', f'prediction; loss {l.item():.4f}'))):
+            im.show(ctx=axs[3*i+j], max_frames=max_frames, **kwargs)
+            axs[3*i+j].set_title(t)
+    return axs
+
+class ClipEvaluation(NamedTuple):
+    "Multi-clip evaluation: accuracy of single clips, accuracy of videos (clip probabilities averaged), and the raw numbers"
+    clip_accuracy: float
+    video_accuracy: float
+    probs: Tensor       # `(n_videos, n_classes)` averaged probabilities
+    clip_probs: Tensor  # `(n_clips, n_videos, n_classes)`
+    targets: Tensor     # `(n_videos,)`
+    def __repr__(self): return (f'ClipEvaluation(clip_accuracy={self.clip_accuracy:.4f}, video_accuracy={self.video_accuracy:.4f}, '
+                                f'n_clips={len(self.clip_probs)}, n_videos={len(self.targets)})')
+
+def aggregate_clips(clip_probs:Tensor, targets:Tensor) -> ClipEvaluation:
+    "Average `(n_clips,n_videos,n_classes)` probabilities over clips; score clips and videos against `targets`"
+    clip_probs, targets = torch.as_tensor(clip_probs).float(), torch.as_tensor(targets).long()
+    clip_acc = (clip_probs.argmax(-1)==targets[None]).float().mean().item()
+    probs = clip_probs.mean(0)
+    return ClipEvaluation(clip_acc, (probs.argmax(-1)==targets).float().mean().item(), probs, clip_probs, targets)
+
+def _loader_tfm(dl) -> LoadFrames:
+    tfm = next((t for tl in getattr(dl.dataset, 'tls', [dl.dataset]) for t in getattr(getattr(tl, 'tfms', None), 'fs', [])
+                if isinstance(t, LoadFrames)), None)
+    if tfm is None: raise ValueError("evaluate_clips needs DataLoaders built with VideoBlock or SeqBlock inputs.")
+    return tfm
+
+@patch
+def evaluate_clips(self:Learner,
+    n_clips:int=5, # Clips per video, spread evenly over its length
+    ds_idx:int=1, # Which dataset to score (1: validation)
+    dl=None, # Or score this `DataLoader` (with labels)
+) -> ClipEvaluation:
+    "Score each video on `n_clips` evenly spread clips and average their probabilities (as PyTorchVideo and mmaction2 do)"
+    dl = ifnone(dl, self.dls[ds_idx]).new(shuffle=False, drop_last=False)
+    tfm = _loader_tfm(dl)
+    old, all_probs, targs = tfm.clip, [], None
+    try:
+        for k in range(n_clips):
+            tfm.clip = (k, n_clips)
+            probs, targs = self.get_preds(dl=dl)
+            all_probs.append(probs)
+    finally: tfm.clip = old
+    return aggregate_clips(torch.stack(all_probs), targs)
