@@ -29,3 +29,52 @@ def _close_figures():
     yield
     import matplotlib.pyplot as plt
     plt.close('all')
+
+def make_frames(n:int, h:int=32, w:int=48, seed:int=0):
+    "`n` RGB uint8 frames whose mean brightness encodes the frame index (frame i is about 8*i+20), with a little texture"
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    tex = rng.integers(0, 6, (h, w, 3))
+    return np.stack([np.clip(8*i+20+tex, 0, 255).astype(np.uint8) for i in range(n)])
+
+def frame_index(frame) -> int:
+    "Recover the index written by `make_frames` from a decoded frame (uint8 HWC or CHW, or float in [0,1])"
+    import numpy as np, torch
+    a = frame.float() if isinstance(frame, torch.Tensor) else np.asarray(frame, dtype=np.float32)
+    m = float(a.mean())
+    if m<=1.5: m *= 255
+    return int(round((m-22.5)/8))
+
+def write_video(fn, frames, fps:int=10, codec:str='libx264', gop:int=None):
+    "Write uint8 `(T,H,W,3)` frames to `fn` with PyAV (near-lossless H.264 by default) and return `fn`"
+    import av
+    fn = Path(fn); fn.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(fn), 'w') as c:
+        s = c.add_stream(codec, rate=fps)
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], 'yuv420p'
+        if codec=='libx264': s.options = {'crf': '1', **({'g': str(gop)} if gop else {})}
+        for f in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format='rgb24')): c.mux(p)
+        for p in s.encode(): c.mux(p)
+    return fn
+
+@pytest.fixture(scope='session')
+def video_folder(tmp_path_factory):
+    "A folder-per-class set of small H.264 videos (train/valid by grandparent) with frame indices in their brightness"
+    root = tmp_path_factory.mktemp('videos')
+    for split,n in (('train', 3), ('valid', 2)):
+        for cls in ('a', 'b'):
+            for i in range(n): write_video(root/split/cls/f'{cls}_{i}.mp4', make_frames(12 + 3*i + (cls=='b'), seed=i))
+    return root
+
+@pytest.fixture(scope='session')
+def frame_folder(tmp_path_factory):
+    "A folder-per-class set of frame folders (`1.png ... 10.png`, natural order) with frame indices in their brightness"
+    from PIL import Image
+    root = tmp_path_factory.mktemp('frames')
+    for split,n in (('train', 3), ('valid', 2)):
+        for cls in ('a', 'b'):
+            for i in range(n):
+                d = root/split/cls/f'{cls}_{i}'; d.mkdir(parents=True)
+                for j,f in enumerate(make_frames(10, seed=i)): Image.fromarray(f).save(d/f'{j+1}.png')
+    return root

@@ -1,0 +1,196 @@
+import random, shutil
+import numpy as np, torch, pytest
+from pathlib import Path
+from PIL import Image
+from hypothesis import given, settings, strategies as st
+from fastai.vision.all import *
+from fastai_seq.core import ImageSeq, ImageSeqBW, SeqError
+from fastai_seq.data import *
+from fastai_seq.video import get_video_files
+from conftest import make_frames, frame_index, write_video
+
+# ---- samplers ----
+def test_uniform_is_deterministic_and_spans_the_clip():
+    a = sample_indices(100, 8, 'uniform')
+    assert a == sample_indices(100, 8, 'uniform') and a[0]==0 and a[-1]==99 and a==sorted(a) and len(set(a))==8
+
+def test_random_windows_are_consecutive():
+    rng = random.Random(0)
+    starts = set()
+    for _ in range(50):
+        a = sample_indices(40, 8, 'random', rng=rng)
+        assert a == list(range(a[0], a[0]+8)) and a[-1] < 40
+        starts.add(a[0])
+        b = sample_indices(40, 5, 'random', stride=3, rng=rng)
+        assert np.diff(b).tolist() == [3]*4 and b[-1] < 40
+    assert len(starts) > 10
+
+def test_first_all_and_stride_shrinks():
+    assert sample_indices(20, 4, 'first', stride=2) == [0, 2, 4, 6]
+    assert sample_indices(7, None, 'uniform') == list(range(7)) == sample_indices(7, 3, 'all')
+    assert sample_indices(10, 4, 'random', stride=5, rng=random.Random(1))[-1] < 10  # stride shrunk to fit
+
+def test_short_policies():
+    assert sample_indices(3, 7, 'uniform', short='loop') == [0, 1, 2, 0, 1, 2, 0]
+    assert sample_indices(3, 5, 'random', short='pad') == [0, 1, 2, 2, 2]
+    with pytest.raises(SeqError, match=r"clip\.mp4.*3 frames.*n_frames=5"):
+        sample_indices(3, 5, 'uniform', short='error', fn='clip.mp4')
+    with pytest.raises(ValueError, match='sampler'): sample_indices(3, 2, 'bogus')
+
+@settings(max_examples=60, deadline=None)
+@given(n_total=st.integers(1, 300), n_frames=st.integers(1, 40), stride=st.integers(1, 6),
+       sampler=st.sampled_from(['uniform', 'random', 'first']), short=st.sampled_from(['loop', 'pad']))
+def test_sampler_properties(n_total, n_frames, stride, sampler, short):
+    a = sample_indices(n_total, n_frames, sampler, stride=stride, short=short, rng=random.Random(0))
+    assert len(a) == n_frames and all(0 <= i < n_total for i in a)
+    if n_total >= n_frames or short=='pad': assert a == sorted(a)
+    if sampler=='uniform': assert a == sample_indices(n_total, n_frames, sampler, stride=stride, short=short)
+
+def test_clip_indices_spread():
+    clips = [clip_indices(100, 8, k, 4, sampler='random') for k in range(4)]
+    assert [c[0] for c in clips] == [0, 31, 61, 92] and all(c==list(range(c[0], c[0]+8)) for c in clips)
+    u = [clip_indices(80, 8, k, 2, sampler='uniform') for k in range(2)]
+    assert u[0] == [2, 12, 22, 32, 42, 52, 62, 72] and u[1] == [7, 17, 27, 37, 47, 57, 67, 77]
+
+# ---- blocks ----
+def _video_dblock(**kw):
+    return DataBlock(blocks=(VideoBlock(n_frames=8, **kw), CategoryBlock), get_items=get_video_files, get_y=parent_label,
+                     splitter=GrandparentSplitter(), item_tfms=Resize(32))
+
+def test_videoblock_datablock(video_folder):
+    dls = _video_dblock().dataloaders(video_folder, bs=4, num_workers=0)
+    assert len(dls.train_ds)==6 and len(dls.valid_ds)==4 and list(dls.vocab)==['a', 'b']
+    x,y = dls.valid.one_batch()
+    assert isinstance(x, ImageSeq) and x.shape==(4,8,3,32,32) and x.dtype==torch.float32
+    assert 0 <= x.min() and x.max() <= 1
+    # frames arrive in order: uniform sampling over each clip, indices read back from the brightness
+    for item, seq in zip(dls.valid.items, x):
+        n = len(list(ImageSeq.create(item)))
+        assert [frame_index(f) for f in seq] == sample_indices(n, 8, 'uniform')
+
+def test_videoblock_workers_and_random_sampler(video_folder):
+    dls = _video_dblock(sampler='auto').dataloaders(video_folder, bs=3, num_workers=2)
+    x,_ = dls.train.one_batch()
+    assert x.shape==(3,8,3,32,32)
+    for seq in x:
+        idx = [frame_index(f) for f in seq]
+        assert idx == list(range(idx[0], idx[0]+8))  # a consecutive window
+    xv,_ = dls.valid.one_batch()
+    assert torch.equal(xv, dls.valid.one_batch()[0])  # validation: uniform, deterministic
+
+def test_show_batch_axes(video_folder):
+    dls = _video_dblock().dataloaders(video_folder, bs=4, num_workers=0)
+    dls.show_batch(max_n=3)
+    fig = plt.gcf()
+    axs = [a for a in fig.axes if a.images]
+    assert len(axs)==3 and all(a.get_title() in ('a','b') for a in axs)
+    plt.close('all')
+    dls.show_batch(max_n=20)  # more than the batch
+    assert len([a for a in plt.gcf().axes if a.images]) == 4
+    plt.close('all')
+    dl1 = dls.valid.new(bs=1)
+    dl1.show_batch()  # a batch of one
+    assert len([a for a in plt.gcf().axes if a.images]) == 1
+
+def test_seqblock_frame_folders(frame_folder):
+    dblock = DataBlock(blocks=(SeqBlock(n_frames=8), CategoryBlock), get_items=lambda p: [d for d in p.glob('*/*/*') if d.is_dir()],
+                       get_y=parent_label, splitter=GrandparentSplitter(), item_tfms=Resize(24))
+    dls = dblock.dataloaders(frame_folder, bs=2, num_workers=0)
+    x,y = dls.train.one_batch()
+    assert isinstance(x, ImageSeq) and x.shape==(2,8,3,24,24)
+    for seq in x: assert [frame_index(f) for f in seq] == sample_indices(10, 8, 'uniform')  # 1.png..10.png in natural order
+    dls.show_batch(max_n=2)
+
+def test_seqblock_grayscale_and_tensors():
+    data = [torch.rand(12,1,16,16) for _ in range(6)]
+    dblock = DataBlock(blocks=(SeqBlock(ImageSeqBW, n_frames=4, sampler='first'), CategoryBlock),
+                       get_y=lambda o: 'x' if o.mean()>0.5 else 'y', splitter=IndexSplitter([4,5]))
+    dls = dblock.dataloaders(data, bs=2, num_workers=0)
+    x,_ = dls.train.one_batch()
+    assert x.shape==(2,4,1,16,16) and x.dtype==torch.float32
+    xv,_ = dls.valid.one_batch()
+    assert torch.allclose(torch.as_tensor(xv[0]), data[4][:4])  # float input left unscaled
+
+def test_grayscale_frames_from_video(video_folder):
+    dls = _video_dblock(channels=1).dataloaders(video_folder, bs=2, num_workers=0)
+    assert dls.valid.one_batch()[0].shape == (2,8,1,32,32)
+
+def test_seqsplit_forecasting(frame_folder):
+    split = SeqSplit(4, 3)
+    dblock = DataBlock(blocks=(SeqBlock, SeqBlock), get_items=lambda p: [d for d in p.glob('*/*/*') if d.is_dir()],
+                       get_x=split.get_x, get_y=split.get_y, splitter=GrandparentSplitter(), item_tfms=Resize(16))
+    dls = dblock.dataloaders(frame_folder, bs=2, num_workers=0)
+    x,y = dls.valid.one_batch()
+    assert isinstance(x, ImageSeq) and isinstance(y, ImageSeq) and x.shape==(2,4,3,16,16) and y.shape==(2,3,3,16,16)
+    assert [frame_index(f) for f in x[0]] == [0,1,2,3] and [frame_index(f) for f in y[0]] == [4,5,6]
+    dls.show_batch(max_n=2)
+    assert len([a for a in plt.gcf().axes if a.images]) == 4
+    with pytest.raises(SeqError, match='fewer than'): SeqSplit(8, 8).get_x(next(iter(frame_folder.glob('*/*/*'))))
+
+# ---- augmentation: one parameter set per sequence ----
+def test_batch_aug_one_param_set_per_sequence():
+    frame = torch.rand(3, 32, 32)
+    x = ImageSeq(frame[None,None].expand(8, 6, 3, 32, 32).clone())  # 8 sequences of 6 identical frames
+    tfms = Pipeline(aug_transforms(max_rotate=30, p_affine=1., p_lighting=1., max_warp=0.2))
+    out = tfms(x, split_idx=0)
+    assert isinstance(out, ImageSeq) and out.shape==x.shape
+    for s in out: assert all(torch.allclose(s[0], s[t], atol=1e-5) for t in range(1, 6))
+    assert not all(torch.allclose(out[0,0], out[i,0], atol=1e-3) for i in range(1, 8))  # sequences differ
+
+def test_item_tfms_one_param_set_per_sequence(tmp_path):
+    frames = np.repeat(make_frames(1, 40, 40), 6, 0)
+    frames[..., :20, 0] = 250  # asymmetric content so flips and crops show
+    write_video(tmp_path/'c'/'v.mp4', frames)
+    dblock = DataBlock(blocks=(VideoBlock(n_frames=6), CategoryBlock), get_items=get_video_files, get_y=parent_label,
+                       splitter=lambda o: (list(range(len(o))), []), item_tfms=[RandomResizedCrop(24, min_scale=0.3), FlipItem(0.5)])
+    for _ in range(6):
+        x = dblock.dataloaders(tmp_path, bs=1, num_workers=0).train.one_batch()[0][0]
+        assert all(torch.allclose(x[0], x[t], atol=4/255) for t in range(6))
+
+def test_normalize_on_sequences(video_folder):
+    dblock = DataBlock(blocks=(VideoBlock(n_frames=4), CategoryBlock), get_items=get_video_files, get_y=parent_label,
+                       splitter=GrandparentSplitter(), item_tfms=Resize(32),
+                       batch_tfms=[*aug_transforms(), Normalize.from_stats(*imagenet_stats)])
+    dls = dblock.dataloaders(video_folder, bs=2, num_workers=0)
+    x,_ = dls.valid.one_batch()
+    raw = _video_dblock().dataloaders(video_folder, bs=2, num_workers=0).valid.one_batch()[0][:, [0,2,5,7]]
+    mean, std = torch.tensor(imagenet_stats[0]).view(1,1,3,1,1), torch.tensor(imagenet_stats[1]).view(1,1,3,1,1)
+    assert x.shape == (2,4,3,32,32)
+    dec = dls.decode_batch((x, torch.zeros(2).long()), max_n=2)
+    assert isinstance(dec[0][0], ImageSeq) and dec[0][0].shape==(4,3,32,32)
+    assert torch.allclose(TensorBase(x)*std+mean, TensorBase(dls.valid.one_batch()[0])*std+mean)
+
+# ---- bad input ----
+def _bad_items(tmp_path, video_folder):
+    good = sorted(video_folder.glob('train/a/*.mp4'))[0]
+    d = tmp_path/'bad'; d.mkdir()
+    (d/'zero.mp4').write_bytes(b'')
+    data = good.read_bytes(); (d/'truncated.mp4').write_bytes(data[:len(data)//3])
+    (d/'text.mp4').write_text('this is not a video\n'*50)
+    return [d/'zero.mp4', d/'truncated.mp4', d/'text.mp4']
+
+@pytest.mark.parametrize('num_workers', [0, 2])
+def test_bad_videos_name_the_file(tmp_path, video_folder, num_workers):
+    for bad in _bad_items(tmp_path, video_folder):
+        dblock = DataBlock(blocks=(VideoBlock(n_frames=4), CategoryBlock), get_y=lambda o: 'a', splitter=lambda o: ([0], [0]))
+        dls = dblock.dataloaders([bad], bs=1, num_workers=num_workers)
+        with pytest.raises(Exception) as e: dls.valid.one_batch()
+        assert bad.name in str(e.value), str(e.value)
+
+@pytest.mark.parametrize('num_workers', [0, 2])
+def test_bad_frame_folders_name_the_file(tmp_path, num_workers):
+    empty = tmp_path/'empty'; empty.mkdir()
+    broken = tmp_path/'broken'; broken.mkdir()
+    for i,f in enumerate(make_frames(3)): Image.fromarray(f).save(broken/f'{i}.png')
+    (broken/'3.png').write_bytes(b'\x89PNG garbage')
+    for item, what in ((empty, 'no images'), (broken, '3.png')):
+        dblock = DataBlock(blocks=(SeqBlock(n_frames=4), CategoryBlock), get_y=lambda o: 'a', splitter=lambda o: ([0], [0]))
+        dls = dblock.dataloaders([item], bs=1, num_workers=num_workers)
+        with pytest.raises(Exception) as e: dls.valid.one_batch()
+        assert what in str(e.value) and item.name in str(e.value), str(e.value)
+
+def test_short_error_names_file_in_pipeline(video_folder):
+    dblock = DataBlock(blocks=(VideoBlock(n_frames=50, short='error'), CategoryBlock), get_items=get_video_files,
+                       get_y=parent_label, splitter=GrandparentSplitter())
+    dls = dblock.dataloaders(video_folder, bs=1, num_workers=0)
+    with pytest.raises(SeqError, match=r"a_0\.mp4.*has 12 frames.*n_frames=50"): dls.valid.one_batch()
