@@ -7,6 +7,11 @@ from fastai.torch_core import Module
 
 __all__ = ['TimeDistributed', 'StackUnstack', 'StackLoss']
 
+def _rebuild(o, items):
+    "A tuple/list of `o`'s type holding `items` (namedtuples take them as separate args)"
+    items = list(items)
+    return type(o)(*items) if hasattr(o, '_fields') else type(o)(items)
+
 def _fold(x:Tensor, tdim:int):
     "Move the time axis `tdim` next to the batch axis and merge the two: `(B,T,...) -> (B*T,...)`"
     if tdim!=1: x = x.movedim(tdim, 1)
@@ -14,7 +19,7 @@ def _fold(x:Tensor, tdim:int):
 
 def _unfold(x, b:int, tdim:int):
     "Undo `_fold` on a tensor, or on each tensor of a tuple/list/dict of outputs"
-    if isinstance(x, (tuple, list)): return type(x)(_unfold(o, b, tdim) for o in x)
+    if isinstance(x, (tuple, list)): return _rebuild(x, (_unfold(o, b, tdim) for o in x))
     if isinstance(x, dict): return {k:_unfold(v, b, tdim) for k,v in x.items()}
     if not isinstance(x, Tensor) or x.ndim==0: return x
     x = x.reshape(b, -1, *x.shape[1:])
@@ -23,7 +28,7 @@ def _unfold(x, b:int, tdim:int):
 def _stack_outs(outs:list, tdim:int):
     "Stack per-step outputs along `tdim`, recursing into tuples/lists/dicts"
     o = outs[0]
-    if isinstance(o, (tuple, list)): return type(o)(_stack_outs(list(z), tdim) for z in zip(*outs))
+    if isinstance(o, (tuple, list)): return _rebuild(o, (_stack_outs(list(z), tdim) for z in zip(*outs)))
     if isinstance(o, dict): return {k:_stack_outs([d[k] for d in outs], tdim) for k in o}
     if not isinstance(o, Tensor) or o.ndim==0: return o
     return torch.stack(outs, dim=tdim)
@@ -61,9 +66,9 @@ class StackUnstack(Module):
     ): store_attr()
 
     def forward(self, *args):
-        "A 5-D tensor is unstacked into frames for `module`; a tuple/list of frames is passed as is"
-        x = args[0] if len(args)==1 else list(args)
-        if isinstance(x, Tensor): x = list(x.unbind(self.dim))
+        "A 5-D tensor is unstacked into frames for `module`; a tuple/list of frames (or frames as separate args) is passed as a list"
+        x = args[0] if len(args)==1 else args
+        x = list(x.unbind(self.dim)) if isinstance(x, Tensor) else list(x)
         res = self.module(x) if self.as_list else self.module(*x)
         return torch.stack(list(res), dim=self.dim) if isinstance(res, (tuple, list)) else res
 
