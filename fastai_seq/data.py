@@ -1,12 +1,13 @@
 "Blocks for sequences: `SeqBlock`, `VideoBlock`, frame samplers, sequence-aware batch transforms, `SeqSplit`, `show_batch`"
 from __future__ import annotations
 import random, warnings
+from functools import partial
 from pathlib import Path
 import numpy as np, torch
 from torch import Tensor
 from PIL import Image
 from fastcore.basics import store_attr, patch, listify
-from fastcore.transform import Transform, ItemTransform
+from fasttransform import Transform, ItemTransform
 from fastcore.foundation import L
 from fastai.imports import dispatch
 from fastai.torch_core import TensorImage, TensorBase, TensorCategory
@@ -172,7 +173,7 @@ class StackFrames(ItemTransform):
             if len(shapes)>1: raise SeqError(f"Frames of one sequence differ in size {sorted(shapes)[:3]}: add `item_tfms=Resize(...)`.")
             return self.cls(torch.stack([TensorBase(t) for t in o]))
         return o
-    def encodes(self, b): return tuple(self._stack(o) for o in b) if isinstance(b, tuple) else self._stack(b)
+    def encodes(self, b): return type(b)(self._stack(o) for o in b) if isinstance(b, (tuple, list)) else self._stack(b)
 
 class IntToFloatSeq(IntToFloatTensor):
     "`IntToFloatTensor` that leaves float sequences (already in [0,1]) alone"
@@ -205,23 +206,27 @@ def VideoBlock(
 
 class SeqSplit:
     "Split one sequence into `n_in` input frames and the next `n_out` target frames: use `.get_x`/`.get_y` in a `DataBlock`"
-    def __init__(self, n_in:int, n_out:int, get_seq=None, offset:int=0):
-        store_attr()
+    def __init__(self,
+        n_in:int, # Input frames
+        n_out:int, # Target frames, the ones right after the inputs
+        get_seq=None, # Optional function from an item to its sequence source (frame folder, frame list, video, array)
+        offset:int=0, # Frames skipped at the start
+    ):
         if n_in<1 or n_out<1: raise ValueError(f"n_in and n_out must be >= 1, got {n_in}, {n_out}")
-    def _frames(self, o):
-        "The frame list of `o` (a frame folder -> its sorted files; a list/array -> itself)"
+        store_attr()
+        # `partial`s rather than bound methods: fastai's `Transform` refuses functions whose first argument is `self`
+        self.get_x = partial(self._part, start=offset, stop=offset+n_in)
+        self.get_y = partial(self._part, start=offset+n_in, stop=offset+n_in+n_out)
+
+    def _part(self, o, start:int, stop:int):
+        "Frames `start:stop` of `o`: a list of frame paths, an `ImageSeq`, or decoded video frames"
         o = self.get_seq(o) if self.get_seq else o
         if isinstance(o, (str, Path)) and not _is_video(o): o = list(_frame_files(Path(o)))
-        n = seq_frames_count(o) if _is_video(o) else len(o)
+        n = seq_frames_count(o)
         if n<self.offset+self.n_in+self.n_out:
             raise SeqError(f"{o if isinstance(o,(str,Path)) else 'sequence'}: has {n} frames, fewer than "
                            f"offset+n_in+n_out={self.offset+self.n_in+self.n_out}. Drop it or use shorter windows.")
-        return o
-    def _part(self, o, a:int, b:int):
-        o = self._frames(o)
-        return ImageSeq.create(read_frames(o, list(range(a, b)))) if _is_video(o) else o[a:b]
-    def get_x(self, o): return self._part(o, self.offset, self.offset+self.n_in)
-    def get_y(self, o): return self._part(o, self.offset+self.n_in, self.offset+self.n_in+self.n_out)
+        return ImageSeq.create(read_frames(o, list(range(start, stop)))) if _is_video(o) else o[start:stop]
 
 # Batch augmentation on `(B,T,C,H,W)` sequences: fastai's batch transforms draw their random parameters per sample
 # (`x.size(0)`); applying them to each time step with those same parameters gives one parameter set per sequence.
@@ -234,15 +239,17 @@ def affine_coord(x:ImageSeq, mat=None, coord_tfm=None, sz=None, mode='bilinear',
     "`TensorImage.affine_coord` with one transform per sequence, applied to all its frames"
     return _per_step(x, lambda o: o.affine_coord(mat, coord_tfm, sz=sz, mode=mode, pad_mode=pad_mode, align_corners=align_corners))
 
-@patch
-def lighting(x:ImageSeq, func):
-    "`TensorImage.lighting` with one change per sequence"
-    return _per_step(x, lambda o: o.lighting(func))
+# `LightingTfm`/`HSVTfm` keep a reference to `TensorImage.lighting`/`.hsv` taken when they are built, so an `ImageSeq`
+# override would be bypassed: these wrappers make fastai's functions sequence-aware and leave other tensors as they were.
+def _seq_aware(orig):
+    def _inner(x:TensorImage, func):
+        return _per_step(x, lambda o: orig(o, func)) if isinstance(x, ImageSeq) else orig(x, func)
+    _inner.__name__, _inner.__doc__, _inner._fastai_seq_orig = orig.__name__, orig.__doc__, orig
+    return _inner
 
-@patch
-def hsv(x:ImageSeq, func):
-    "`TensorImage.hsv` with one change per sequence"
-    return _per_step(x, lambda o: o.hsv(func))
+for _nm in ('lighting', 'hsv'):
+    _f = getattr(TensorImage, _nm)
+    setattr(TensorImage, _nm, _seq_aware(getattr(_f, '_fastai_seq_orig', _f)))  # idempotent on re-import
 
 def _seq_grid(n:int, ncols:int, max_frames:int, figsize=None, title=None):
     "Axes for `n` rows of `ncols` frame strips"

@@ -3,7 +3,8 @@ import numpy as np, torch, pytest
 from pathlib import Path
 from PIL import Image
 from hypothesis import given, settings, strategies as st
-from fastai.vision.all import *
+from fastai.vision.all import (DataBlock, CategoryBlock, parent_label, GrandparentSplitter, IndexSplitter, Resize,
+    RandomResizedCrop, FlipItem, aug_transforms, Normalize, imagenet_stats, Pipeline, TensorBase, plt)
 from fastai_seq.core import ImageSeq, ImageSeqBW, SeqError
 from fastai_seq.data import *
 from fastai_seq.video import get_video_files
@@ -102,7 +103,7 @@ def test_seqblock_frame_folders(frame_folder):
     dls.show_batch(max_n=2)
 
 def test_seqblock_grayscale_and_tensors():
-    data = [torch.rand(12,1,16,16) for _ in range(6)]
+    data = [torch.rand(12,1,16,16)*0.5 + 0.5*(i%2) for i in range(6)]
     dblock = DataBlock(blocks=(SeqBlock(ImageSeqBW, n_frames=4, sampler='first'), CategoryBlock),
                        get_y=lambda o: 'x' if o.mean()>0.5 else 'y', splitter=IndexSplitter([4,5]))
     dls = dblock.dataloaders(data, bs=2, num_workers=0)
@@ -131,8 +132,7 @@ def test_seqsplit_forecasting(frame_folder):
 def test_batch_aug_one_param_set_per_sequence():
     frame = torch.rand(3, 32, 32)
     x = ImageSeq(frame[None,None].expand(8, 6, 3, 32, 32).clone())  # 8 sequences of 6 identical frames
-    tfms = Pipeline(aug_transforms(max_rotate=30, p_affine=1., p_lighting=1., max_warp=0.2))
-    out = tfms(x, split_idx=0)
+    out = Pipeline(aug_transforms(max_rotate=30, p_affine=1., p_lighting=1., max_warp=0.2), split_idx=0)(x)
     assert isinstance(out, ImageSeq) and out.shape==x.shape
     for s in out: assert all(torch.allclose(s[0], s[t], atol=1e-5) for t in range(1, 6))
     assert not all(torch.allclose(out[0,0], out[i,0], atol=1e-3) for i in range(1, 8))  # sequences differ
@@ -161,7 +161,7 @@ def test_normalize_on_sequences(video_folder):
     assert torch.allclose(TensorBase(x)*std+mean, TensorBase(dls.valid.one_batch()[0])*std+mean)
 
 # ---- bad input ----
-def _bad_items(tmp_path, video_folder):
+def _bad_videos(tmp_path, video_folder):
     good = sorted(video_folder.glob('train/a/*.mp4'))[0]
     d = tmp_path/'bad'; d.mkdir()
     (d/'zero.mp4').write_bytes(b'')
@@ -169,28 +169,29 @@ def _bad_items(tmp_path, video_folder):
     (d/'text.mp4').write_text('this is not a video\n'*50)
     return [d/'zero.mp4', d/'truncated.mp4', d/'text.mp4']
 
-@pytest.mark.parametrize('num_workers', [0, 2])
-def test_bad_videos_name_the_file(tmp_path, video_folder, num_workers):
-    for bad in _bad_items(tmp_path, video_folder):
-        dblock = DataBlock(blocks=(VideoBlock(n_frames=4), CategoryBlock), get_y=lambda o: 'a', splitter=lambda o: ([0], [0]))
-        dls = dblock.dataloaders([bad], bs=1, num_workers=num_workers)
-        with pytest.raises(Exception) as e: dls.valid.one_batch()
-        assert bad.name in str(e.value), str(e.value)
+def _check_bad(dls, bad, num_workers, what=''):
+    "The error for `bad`, loaded by a worker when `num_workers`>0 (the loader is made from good data), names the file"
+    with pytest.raises(Exception) as e: dls.test_dl([bad], num_workers=num_workers).one_batch()
+    assert str(bad.name) in str(e.value) and what in str(e.value), str(e.value)
 
 @pytest.mark.parametrize('num_workers', [0, 2])
-def test_bad_frame_folders_name_the_file(tmp_path, num_workers):
+def test_bad_videos_name_the_file(tmp_path, video_folder, num_workers):
+    dls = _video_dblock().dataloaders(video_folder, bs=2, num_workers=0)
+    for bad in _bad_videos(tmp_path, video_folder): _check_bad(dls, bad, num_workers)
+
+@pytest.mark.parametrize('num_workers', [0, 2])
+def test_bad_frame_folders_name_the_file(tmp_path, frame_folder, num_workers):
     empty = tmp_path/'empty'; empty.mkdir()
     broken = tmp_path/'broken'; broken.mkdir()
     for i,f in enumerate(make_frames(3)): Image.fromarray(f).save(broken/f'{i}.png')
     (broken/'3.png').write_bytes(b'\x89PNG garbage')
-    for item, what in ((empty, 'no images'), (broken, '3.png')):
-        dblock = DataBlock(blocks=(SeqBlock(n_frames=4), CategoryBlock), get_y=lambda o: 'a', splitter=lambda o: ([0], [0]))
-        dls = dblock.dataloaders([item], bs=1, num_workers=num_workers)
-        with pytest.raises(Exception) as e: dls.valid.one_batch()
-        assert what in str(e.value) and item.name in str(e.value), str(e.value)
+    dblock = DataBlock(blocks=(SeqBlock(n_frames=4), CategoryBlock), get_items=lambda p: [d for d in p.glob('*/*/*') if d.is_dir()],
+                       get_y=parent_label, splitter=GrandparentSplitter(), item_tfms=Resize(16))
+    dls = dblock.dataloaders(frame_folder, bs=2, num_workers=0)
+    _check_bad(dls, empty, num_workers, 'no images')
+    _check_bad(dls, broken, num_workers, '3.png')
 
 def test_short_error_names_file_in_pipeline(video_folder):
     dblock = DataBlock(blocks=(VideoBlock(n_frames=50, short='error'), CategoryBlock), get_items=get_video_files,
                        get_y=parent_label, splitter=GrandparentSplitter())
-    dls = dblock.dataloaders(video_folder, bs=1, num_workers=0)
-    with pytest.raises(SeqError, match=r"a_0\.mp4.*has 12 frames.*n_frames=50"): dls.valid.one_batch()
+    with pytest.raises(SeqError, match=r"a_0\.mp4.*has 12 frames.*n_frames=50"): dblock.dataloaders(video_folder, bs=1, num_workers=0)
