@@ -1,0 +1,512 @@
+"Data sources: MNIST digit loading, embedded offline digits, vectorised Moving MNIST and its `DataLoaders`, generated motion videos"
+from __future__ import annotations
+import gzip, struct
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+from pathlib import Path
+import numpy as np, torch
+from numpy.lib.stride_tricks import as_strided
+from PIL import Image
+from torch import Tensor
+from fastcore.basics import store_attr, listify
+from fastcore.meta import delegates
+from fasttransform import Transform
+from fastai.data.core import Datasets, TfmdDL, DataLoaders
+from .core import ImageSeq, SeqError, natural_key
+from .data import IntToFloatSeq
+
+__all__ = ['DigitsError', 'load_mnist_digits', 'embedded_digits', 'MovingMNIST', 'MovingMNISTFrames', 'MovingMNISTDL',
+           'moving_mnist_dls', 'MOTIONS', 'make_moving_videos']
+
+class DigitsError(SeqError):
+    "A digit source that cannot be read: the message names the file and lists the accepted formats"
+
+_FORMATS = ("Accepted: MNIST idx image files ('train-images-idx3-ubyte', 't10k-images-idx3-ubyte', plain or .gz), "
+            "an .npz/.npy holding (N,28,28) or (N,784) digits (keys x_train/x_test or a single array), "
+            "or the png folders of fastai's untar_data(URLs.MNIST) ('training/<digit>/*.png', 'testing/<digit>/*.png'), "
+            "or a folder holding any of these.")
+
+# ---------------------------------------------------------------------------------------------------------------- digits
+def _read_bytes(fn:Path) -> bytes:
+    "The content of `fn`, gunzipped when it starts with the gzip magic bytes"
+    with open(fn, 'rb') as f: head = f.read(2)
+    try:
+        with (gzip.open if head==b'\x1f\x8b' else open)(fn, 'rb') as f: return f.read()
+    except (OSError, EOFError) as e:
+        raise DigitsError(f"{fn}: cannot read this file ({type(e).__name__}: {e}); it is corrupt or truncated, get it again.") from e
+
+def _read_idx_images(fn:Path) -> np.ndarray:
+    "Images `(N,rows,cols)` uint8 from an MNIST idx3 file, checking its magic number and size"
+    b = _read_bytes(fn)
+    if len(b)<16: raise DigitsError(f"{fn}: {len(b)} bytes, too short for an MNIST idx header. {_FORMATS}")
+    magic,n,h,w = struct.unpack('>iiii', b[:16])
+    if magic==2049: raise DigitsError(f"{fn}: an MNIST *labels* file (idx1, magic 0x00000801): pass the matching "
+                                      "'*-images-idx3-ubyte' file instead.")
+    if magic!=2051: raise DigitsError(f"{fn}: not an MNIST idx image file (magic number {magic & 0xffffffff:#010x}, expected "
+                                      f"0x00000803). {_FORMATS}")
+    if n<0 or h<=0 or w<=0 or len(b)!=16+n*h*w:
+        raise DigitsError(f"{fn}: the header announces {n} images of {h}x{w} ({16+n*h*w} bytes) but the file holds {len(b)} "
+                          "bytes: it is truncated or corrupt, get it again.")
+    return np.frombuffer(b, np.uint8, offset=16).reshape(n, h, w).copy()
+
+def _as_digits(a, src='digits') -> np.ndarray:
+    "Check and convert an array of digits to `(N,h,w)` uint8 (floats in [0,1] are scaled by 255)"
+    a = np.asarray(a.detach().cpu() if isinstance(a, Tensor) else a)
+    if a.ndim==2 and a.shape[1]==784: a = a.reshape(-1, 28, 28)
+    if a.ndim==4 and a.shape[-1]==1: a = a[..., 0]
+    elif a.ndim==4 and a.shape[1]==1: a = a[:, 0]
+    if a.ndim!=3 or 0 in a.shape: raise DigitsError(f"{src}: expected digits of shape (N,h,w), (N,784) or (N,1,h,w), got "
+                                                  f"{a.shape}. {_FORMATS}")
+    if a.dtype==np.uint8: return a
+    if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer) or a.dtype==bool):
+        raise DigitsError(f"{src}: digits of dtype {a.dtype}; give uint8 in [0,255] or floats in [0,1].")
+    lo,hi = float(a.min()), float(a.max())
+    if lo<0 or hi>255: raise DigitsError(f"{src}: digit values span [{lo}, {hi}]; give uint8 in [0,255] or floats in [0,1].")
+    if np.issubdtype(a.dtype, np.floating) and hi<=1: a = a*255
+    return np.round(a).astype(np.uint8)
+
+def _read_array_file(fn:Path) -> np.ndarray:
+    "Digits from an `.npy` or `.npz` (keys x_train/x_val/x_test concatenated in that order, or a single array)"
+    try: z = np.load(fn, allow_pickle=False)
+    except Exception as e: raise DigitsError(f"{fn}: cannot load it with numpy ({type(e).__name__}: {e}). {_FORMATS}") from e
+    if isinstance(z, np.ndarray): return _as_digits(z, fn)
+    with z:
+        keys = list(z.keys())
+        xs = [k for k in ('x_train', 'x_val', 'x_valid', 'x_test') if k in keys]
+        if not xs: xs = [k for k in ('images', 'digits', 'x', 'data') if k in keys][:1]
+        if not xs and len(keys)==1: xs = keys
+        if not xs: raise DigitsError(f"{fn}: cannot tell which of the arrays {keys} holds the digits; name it x_train/x_test "
+                                     "or save a single array.")
+        return np.concatenate([_as_digits(z[k], f'{fn}[{k!r}]') for k in xs])
+
+def _is_idx_images(p:Path) -> bool: return p.is_file() and 'idx3-ubyte' in p.name and 'images' in p.name
+
+def _png_roots(d:Path) -> list:
+    "The folders of `d` laid out as `<digit>/*.png` (`training` then `testing` in fastai's MNIST, or `d` itself)"
+    def _has_digit_dirs(p): return p.is_dir() and any(s.is_dir() and s.name.isdigit() for s in p.iterdir())
+    roots = [d/s for s in ('training', 'train', 'testing', 'test') if _has_digit_dirs(d/s)]
+    return roots or ([d] if _has_digit_dirs(d) else [])
+
+def _read_png(fn): return np.asarray(Image.open(fn).convert('L'))
+
+def _read_png_tree(roots:list) -> np.ndarray:
+    "All `<root>/<digit>/*.png` images, roots in order, digit folders and files in natural order, as `(N,h,w)` uint8"
+    fns = [f for r in roots for s in sorted((s for s in r.iterdir() if s.is_dir() and s.name.isdigit()), key=lambda s: int(s.name))
+           for f in sorted(s.glob('*.png'), key=lambda f: natural_key(f.name))]
+    if not fns: raise DigitsError(f"{roots[0]}: digit folders without png files. {_FORMATS}")
+    with ThreadPoolExecutor(4) as ex: imgs = list(ex.map(_read_png, fns))
+    shapes = {i.shape for i in imgs}
+    if len(shapes)>1:
+        bad = next(f for f,i in zip(fns, imgs) if i.shape!=imgs[0].shape)
+        raise DigitsError(f"{bad}: {_read_png(bad).shape[::-1]} pixels while {fns[0]} has {imgs[0].shape[::-1]}: "
+                          "all digit images must have one size.")
+    return np.stack(imgs)
+
+def load_mnist_digits(
+    path:str|Path, # An idx(.gz) image file, an .npz/.npy, or a folder holding idx files, an .npz or fastai's MNIST png folders
+) -> np.ndarray:
+    "MNIST digits as an `(N,28,28)` uint8 array; a folder with both train and t10k files gives all of them, train first"
+    p = Path(path).expanduser()
+    if not p.exists(): raise FileNotFoundError(f"{p}: no such file or folder. {_FORMATS}")
+    if p.is_file():
+        if p.suffix.lower() in ('.npz', '.npy'): return _read_array_file(p)
+        return _read_idx_images(p)
+    idx = [f for f in p.iterdir() if _is_idx_images(f)]
+    # one file per data set: a plain copy wins over its .gz twin; train before t10k/test
+    byname = {}
+    for f in sorted(idx, key=lambda f: f.name.endswith('.gz')): byname.setdefault(f.name.removesuffix('.gz'), f)
+    if byname: return np.concatenate([_read_idx_images(f) for _,f in sorted(byname.items(), key=lambda o: ('train' not in o[0], o[0]))])
+    arrs = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in ('.npz', '.npy'))
+    if len(arrs)==1: return _read_array_file(arrs[0])
+    if len(arrs)>1: raise DigitsError(f"{p}: several array files {[a.name for a in arrs]}; pass the one holding the digits.")
+    roots = _png_roots(p)
+    if roots: return _read_png_tree(roots)
+    raise DigitsError(f"{p}: no MNIST digits found in this folder. {_FORMATS}")
+
+@lru_cache(maxsize=1)
+def _embedded_digits() -> np.ndarray:
+    from sklearn.datasets import load_digits
+    x = torch.from_numpy(load_digits().images.astype(np.float32)/16)[:, None]   # (1797,1,8,8), ink coverage in [0,1]
+    u = torch.nn.functional.interpolate(x, size=(20,20), mode='bicubic', align_corners=False)[:, 0].numpy()
+    u = np.clip((u-0.35)/0.4, 0, 1)   # sharpen the blurry upscaled strokes to MNIST-like saturated lines (mean ~37 vs 33.8)
+    # centre each 20x20 digit by its centre of mass in a 28x28 field, as MNIST was made
+    ys,xs = np.arange(20.)[None,:,None], np.arange(20.)[None,None,:]
+    m = u.sum((1,2)).clip(1e-6)
+    dy = np.clip(np.round(9.5-(u*ys).sum((1,2))/m), -4, 4).astype(int)
+    dx = np.clip(np.round(9.5-(u*xs).sum((1,2))/m), -4, 4).astype(int)
+    out = np.zeros((len(u), 28, 28), np.uint8)
+    u8 = np.round(u*255).astype(np.uint8)
+    for i in range(len(u)): out[i, 4+dy[i]:24+dy[i], 4+dx[i]:24+dx[i]] = u8[i]
+    out.flags.writeable = False
+    return out
+
+def embedded_digits() -> np.ndarray:
+    "scikit-learn's bundled handwritten digits (1797 8x8 images) upscaled to MNIST-like `(1797,28,28)` uint8: no download needed"
+    # Bicubic upscaling to a 20x20 box, a contrast curve for saturated strokes, then centred by mass with a 4 px margin
+    return _embedded_digits().copy()
+
+# --------------------------------------------------------------------------------------------------------------- render
+_BLOCK = 16  # sequences pasted per step: keeps the working set of a step in the CPU cache
+
+def _paste_digits(out:np.ndarray, digits:np.ndarray, idx:np.ndarray, pos:np.ndarray) -> np.ndarray:
+    "Max-combine `digits[idx[i,k]]` at top-left `pos[i,t,k]` into the zeroed uint8 canvas `out` `(n,T,S,S)`; `idx` -1: no digit"
+    n,T,S = out.shape[0], out.shape[1], out.shape[2]
+    K,(h,w) = idx.shape[1], digits.shape[1:]
+    ly,lx = S-h, S-w
+    wp = S+lx   # a digit padded with zeros to this width: every horizontal shift is a window of S columns of it
+    for b in range(0, n, _BLOCK):
+        ib = idx[b:b+_BLOCK]; m = len(ib)
+        pad = np.zeros((m*K, h, wp), np.uint8)
+        d = digits[ib.clip(0)]; d[ib<0] = 0
+        pad[:, :, lx:lx+w] = d.reshape(m*K, h, w)
+        s0,s1,_ = pad.strides
+        # pv[j, ox] = rows of digit j shifted right by lx-ox, each row S wide: a (h,S) window of `pad`
+        pv = as_strided(pad, (m*K, lx+1, h, S), (s0, 1, s1, 1), writeable=False)
+        fl = out[b:b+m].reshape(m*T, S*S)
+        # cv[f, r] = rows r..r+h of frame f, one contiguous run of h*S bytes
+        cv = as_strided(fl, (m*T, ly+1, h*S), (fl.strides[0], S, 1))
+        fi = np.arange(m*T)
+        p = pos[b:b+m]
+        for k in range(K):
+            rows = pv[np.repeat(np.arange(m)*K+k, T), lx-p[:,:,k,1].ravel()].reshape(m*T, h*S)
+            ri = p[:,:,k,0].ravel()
+            if k==0: cv[fi, ri] = rows   # the canvas is still zero: the full-width rows are the max
+            else:
+                cur = cv[fi, ri]
+                cv[fi, ri] = np.maximum(cur, rows, out=cur)
+    return out
+
+def _bounce(p:np.ndarray, travel:np.ndarray) -> np.ndarray:
+    "Fold unbounded positions `p` (last axis y,x) into `[0,travel]`, reflecting off both ends (a triangle wave)"
+    span = np.where(travel>0, 2*travel, 1.)
+    q = np.mod(p, span)
+    q = np.where(q>travel, span-q, q)
+    return np.where(travel>0, q, 0.)
+
+# ---------------------------------------------------------------------------------------------------------- MovingMNIST
+class MovingMNIST:
+    "Moving MNIST (Srivastava et al. 2015): digits bouncing in a `size`x`size` canvas, generated vectorised over sequences"
+    def __init__(self,
+        digits=None, # `(N,h,w)` uint8 digit images (floats in [0,1] are scaled), a path for `load_mnist_digits`, or None for `embedded_digits()`
+        n_in:int=10, # Input frames of a sequence
+        n_out:int=10, # Target frames that follow them
+        n_digits:int|list=2, # Digits per sequence, or a list of counts to draw from for each sequence
+        size:int=64, # Height and width of the canvas
+        seed:int=0, # Seeds the validation set and the stream of training sets
+        speed:float=None, # Pixels per frame; None: a tenth of the travel range as in the original (3.6 for 28x28 digits in 64x64)
+        chunk:int=128, # Sequences generated together when items are read by index (the cache unit of the `DataLoaders`)
+    ):
+        self.digits_src = digits if isinstance(digits, (str, Path)) else None
+        self._from_array = digits is not None and self.digits_src is None
+        self._digits = None if digits is None else (load_mnist_digits(digits) if self.digits_src is not None else _as_digits(digits))
+        self.n_digits = [int(o) for o in listify(n_digits)]
+        if not self.n_digits or min(self.n_digits)<0 or max(self.n_digits)<1:
+            raise ValueError(f"n_digits must be a count >= 1 or a list of counts >= 0 (not all 0), got {n_digits!r}")
+        if n_in<1 or n_out<0: raise ValueError(f"n_in must be >= 1 and n_out >= 0, got {n_in}, {n_out}")
+        if not isinstance(seed, (int, np.integer)) or seed<0: raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+        h,w = self.digits.shape[1:]
+        if h>size or w>size: raise ValueError(f"digits of {h}x{w} do not fit a {size}x{size} canvas: use a larger size.")
+        self.travel = np.array([size-h, size-w], dtype=float)
+        if speed is None: speed = 0.1*float(self.travel.max())
+        if speed<0: raise ValueError(f"speed must be >= 0 pixels per frame, got {speed}")
+        store_attr('n_in,n_out,size,seed,speed,chunk')
+        self.epoch,self._cache = 0,{}
+
+    @property
+    def digits(self) -> np.ndarray:
+        "The `(N,h,w)` uint8 digit images"
+        if self._digits is None: self._digits = embedded_digits() if self.digits_src is None else load_mnist_digits(self.digits_src)
+        return self._digits
+    @property
+    def n_frames(self) -> int: return self.n_in+self.n_out
+    @property
+    def max_digits(self) -> int: return max(self.n_digits)
+
+    def sample(self, n:int, rng=None) -> dict:
+        "Random parameters of `n` sequences: digit indices `idx` (n,K) (-1: none), start top-left `pos` and velocity `vel` (n,K,2) in pixels"
+        rng = np.random.default_rng(rng)
+        K = self.max_digits
+        count = rng.choice(self.n_digits, n) if len(self.n_digits)>1 else np.full(n, self.n_digits[0])
+        idx = rng.integers(0, len(self.digits), (n, K))
+        idx[np.arange(K)[None]>=count[:, None]] = -1
+        pos = rng.random((n, K, 2))*self.travel
+        theta = rng.random((n, K))*2*np.pi
+        vel = self.speed*np.stack([np.sin(theta), np.cos(theta)], -1)
+        return dict(idx=idx, pos=pos, vel=vel)
+
+    def trajectories(self, params:dict, n_frames:int=None) -> np.ndarray:
+        "Float top-left positions `(n,T,K,2)` (y,x): constant speed, elastic bounces off the canvas edges, in closed form"
+        t = np.arange(n_frames or self.n_frames, dtype=float)[:, None, None]
+        return _bounce(params['pos'][:, None] + params['vel'][:, None]*t, self.travel)
+
+    def positions(self, params:dict, n_frames:int=None) -> np.ndarray:
+        "Integer top-left pixel positions `(n,T,K,2)` of the digits: `floor` of `trajectories`, always inside the canvas"
+        return np.clip(np.floor(self.trajectories(params, n_frames)), 0, self.travel).astype(np.intp)
+
+    def render(self, params:dict, n_frames:int=None, out:np.ndarray=None) -> np.ndarray:
+        "The uint8 frames `(n,T,size,size)` of the sequences `params`, overlapping digits combined with max"
+        pos = self.positions(params, n_frames)
+        shape = (*pos.shape[:2], self.size, self.size)
+        if out is None: out = np.zeros(shape, np.uint8)
+        else:
+            if out.shape!=shape or out.dtype!=np.uint8 or not out.flags.c_contiguous:
+                raise ValueError(f"out must be a C-contiguous uint8 array of shape {shape}, got {out.dtype} {out.shape}")
+            out.fill(0)
+        return _paste_digits(out, self.digits, params['idx'], pos)
+
+    def generate(self,
+        n:int, # Number of sequences
+        rng=None, # A `np.random.Generator` or a seed; None: fresh randomness
+        n_frames:int=None, # Frames per sequence; default `n_in+n_out`
+    ) -> np.ndarray:
+        "`n` random sequences as uint8 `(n,n_frames,size,size)`"
+        return self.render(self.sample(n, rng), n_frames)
+
+    def _chunk(self, split:int, epoch:int, c:int) -> np.ndarray:
+        "Chunk `c` of the training set of `epoch` (`split` 0) or of the validation set (`split` 1), cached"
+        key = (split, epoch, c)
+        if self._cache.get(split, (None,))[0]!=key: self._cache[split] = (key, self._gen_chunk(*key))
+        return self._cache[split][1]
+
+    def _gen_chunk(self, split:int, epoch:int, c:int) -> np.ndarray:
+        "Generate chunk `c`: its random stream depends only on `seed`, `split`, `epoch` and `c`"
+        return self.generate(self.chunk, np.random.default_rng([int(self.seed), split, epoch, c]))
+
+    def sequence(self,
+        i:int, # Index of the sequence in its set
+        valid:bool=True, # The fixed validation set, else the training set of the current `epoch`
+    ) -> np.ndarray:
+        "Sequence `i` `(n_frames,size,size)` uint8: the same for a `seed` in any process and any order of access"
+        c,j = divmod(int(i), self.chunk)
+        return self._chunk(1, 0, c)[j] if valid else self._chunk(0, self.epoch, c)[j]
+
+    def valid_set(self, n:int) -> np.ndarray:
+        "The first `n` validation sequences, uint8 `(n,n_frames,size,size)`"
+        nc = -(-n//self.chunk)
+        return np.concatenate([self._gen_chunk(1, 0, c) for c in range(nc)])[:n]
+
+    def next_epoch(self):
+        "Move on to a fresh training set"
+        self.epoch += 1
+        self._cache.pop(0, None)
+
+    def __getstate__(self):
+        d = {**self.__dict__, '_cache': {}}
+        if not self._from_array: d['_digits'] = None   # rebuilt from the embedded source or `digits_src` when needed
+        return d
+
+    def datasets(self, n_train:int, n_valid:int) -> Datasets:
+        "A `Datasets` of indices: `n_train` training items (fresh each epoch) then `n_valid` fixed validation items"
+        items = list(range(n_train+n_valid))
+        splits = [list(range(n_train)), list(range(n_train, n_train+n_valid))]
+        return Datasets(items, tfms=[[MovingMNISTFrames(self, n_train, 'x')], [MovingMNISTFrames(self, n_train, 'y')]],
+                        splits=splits, n_inp=1)
+
+    @delegates(TfmdDL.__init__)
+    def dataloaders(self,
+        n_train:int=2048, # Training sequences per epoch
+        n_valid:int=256, # Validation sequences
+        bs:int=16, # Batch size
+        device=None, # Device of the batches; default fastai's `default_device()`
+        num_workers:int=0, # Worker processes; generation is fast enough in the main one
+        **kwargs
+    ) -> DataLoaders:
+        "`DataLoaders` of `(ImageSeq (B,n_in,1,H,W), ImageSeq (B,n_out,1,H,W))` float batches in [0,1]"
+        if n_train<1 or n_valid<1: raise ValueError(f"n_train and n_valid must be >= 1, got {n_train}, {n_valid}")
+        if self.n_out<1: raise ValueError("Forecasting dataloaders need n_out >= 1 target frames.")
+        # Training sequences are fresh i.i.d. draws each epoch, so reading them in order loses nothing and lets each
+        # chunk be generated once; `shuffle=True` still works, only slower.
+        kwargs = {'shuffle': False, 'drop_last': False, **kwargs}
+        return self.datasets(n_train, n_valid).dataloaders(bs=bs, dl_type=MovingMNISTDL, after_batch=[IntToFloatSeq()],
+                                                          device=device, num_workers=num_workers, **kwargs)
+
+    def __repr__(self):
+        return (f"MovingMNIST({len(self.digits)} digits of {self.digits.shape[1]}x{self.digits.shape[2]}, n_in={self.n_in}, "
+                f"n_out={self.n_out}, n_digits={self.n_digits}, size={self.size}, speed={self.speed:g}, seed={self.seed})")
+
+class MovingMNISTFrames(Transform):
+    "Item `i` of a Moving MNIST `Datasets` -> its input (`part='x'`) or target (`part='y'`) frames as a uint8 `ImageSeq` `(T,1,H,W)`"
+    # Sequences given for inference (`test_dl`, `Learner.predict`) come through as float `ImageSeq` in [0,1]:
+    # listing their types here keeps this transform in the pipeline `test_set` builds for them.
+    input_types = (int, np.integer, Tensor, np.ndarray)
+    def __init__(self,
+        mm:MovingMNIST, # The generator holding the sequences
+        n_train:int, # Items below this index are training sequences, the others validation ones
+        part:str='x', # 'x': the first `n_in` frames; 'y': the `n_out` frames after them
+    ):
+        super().__init__()
+        if part not in ('x', 'y'): raise ValueError(f"part must be 'x' or 'y', got {part!r}")
+        store_attr()
+    @property
+    def n_frames(self) -> int: return self.mm.n_in if self.part=='x' else self.mm.n_out
+
+    def _item(self, i):
+        i = int(i)
+        s = self.mm.sequence(i, valid=False) if i<self.n_train else self.mm.sequence(i-self.n_train, valid=True)
+        s = s[:self.mm.n_in] if self.part=='x' else s[self.mm.n_in:]
+        return ImageSeq(torch.from_numpy(s[:, None]))
+    def encodes(self, i:int): return self._item(i)
+    def encodes(self, i:np.integer): return self._item(i)
+
+    def _given(self, x):
+        "A sequence given by the user: checked and converted to float in [0,1]"
+        x = x if isinstance(x, ImageSeq) else ImageSeq.create(x)
+        if x.ndim!=4 or x.shape[1]!=1 or x.shape[0]!=self.n_frames:
+            raise SeqError(f"A Moving MNIST {'input' if self.part=='x' else 'target'} sequence is ({self.n_frames},1,H,W) "
+                           f"(or ({self.n_frames},H,W)), got shape {tuple(x.shape)}.")
+        if x.is_floating_point():
+            lo,hi = float(x.min()), float(x.max())
+            if lo<-1e-3 or hi>1+1e-3: raise SeqError(f"Float frames must be in [0,1], got values in [{lo:.3g}, {hi:.3g}]: "
+                                                      "divide by 255 or pass uint8.")
+            return ImageSeq(x.float())
+        return ImageSeq(x.float()/255)
+    def encodes(self, x:Tensor): return self._given(x)
+    def encodes(self, x:np.ndarray): return self._given(x)
+
+def _stores(ds) -> list:
+    "The `MovingMNIST` generators behind the transforms of a `Datasets`"
+    fs = [f for tl in getattr(ds, 'tls', [ds]) for f in getattr(getattr(tl, 'tfms', None), 'fs', [])]
+    return list({id(f.mm): f.mm for f in fs if isinstance(f, MovingMNISTFrames)}.values())
+
+class MovingMNISTDL(TfmdDL):
+    "A `TfmdDL` that moves its Moving MNIST training set on to fresh sequences at the start of each pass"
+    def before_iter(self):
+        super().before_iter()
+        if getattr(self.dataset, 'split_idx', None)==0:
+            for mm in _stores(self.dataset): mm.next_epoch()
+    @property
+    def n_in(self) -> int: return _stores(self.dataset)[0].n_in
+    @property
+    def n_out(self) -> int: return _stores(self.dataset)[0].n_out
+
+@delegates(TfmdDL.__init__)
+def moving_mnist_dls(
+    n_in:int=10, # Input frames
+    n_out:int=10, # Target frames to forecast
+    n_digits:int|list=2, # Digits per sequence, or a list of counts to draw from
+    n_train:int=2048, # Training sequences per epoch, fresh each epoch
+    n_valid:int=256, # Validation sequences, the same every epoch and run for a `seed`
+    bs:int=16, # Batch size
+    digits=None, # Digit images, a path for `load_mnist_digits`, or None for the embedded offline digits
+    seed:int=0, # Seeds the validation set and the training stream
+    size:int=64, # Height and width of the frames
+    device=None, # Device of the batches
+    speed:float=None, # Pixels per frame (default: as in the original generator)
+    **kwargs
+) -> DataLoaders:
+    "Moving MNIST `DataLoaders` of `(ImageSeq (B,n_in,1,H,W), ImageSeq (B,n_out,1,H,W))` float batches in [0,1]"
+    mm = MovingMNIST(digits, n_in=n_in, n_out=n_out, n_digits=n_digits, size=size, seed=seed, speed=speed)
+    return mm.dataloaders(n_train, n_valid, bs=bs, device=device, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------------- motion videos
+MOTIONS = {'left':(0,-1), 'right':(0,1), 'up':(-1,0), 'down':(1,0),
+           'up_left':(-1,-1), 'up_right':(-1,1), 'down_left':(1,-1), 'down_right':(1,1)}
+
+_ENCODERS = {'h264':('libx264', 'h264'), 'hevc':('libx265', 'hevc'), 'h265':('libx265', 'hevc'),
+             'vp8':('libvpx',), 'vp9':('libvpx-vp9',), 'av1':('libaom-av1', 'libsvtav1', 'librav1e')}
+_COMMON_ENCODERS = ('libx264', 'libx265', 'mpeg4', 'libvpx', 'libvpx-vp9', 'mjpeg', 'ffv1', 'libaom-av1', 'png', 'rawvideo')
+
+def _encoder(codec:str) -> str:
+    "The name of an FFmpeg encoder for `codec` in PyAV's build, or a clear error listing the ones there are"
+    import av
+    names = _ENCODERS.get(codec.lower(), (codec,))
+    for nm in names:
+        try:
+            if av.codec.Codec(nm, 'w').type=='video': return nm
+        except Exception: pass
+    have = []
+    for nm in _COMMON_ENCODERS:
+        try: av.Codec(nm, 'w'); have.append(nm)
+        except Exception: pass
+    raise ValueError(f"codec {codec!r}: this PyAV/FFmpeg build has no video encoder for it (tried {list(names)}). "
+                     f"Encoders it has include {have}: e.g. codec='mpeg4', ext='.avi'.")
+
+def _motion_positions(rng, n:int, T:int, dirs:np.ndarray, travel:np.ndarray, speed:tuple) -> np.ndarray:
+    "Top-left positions `(n,T,2)` moving by `dirs*s` a frame, never leaving `[0,travel]`, with class-free single frames"
+    # Along a moving axis, p_t = p0 + d*s*t with p0 uniform where the whole path fits. A still axis takes the position of
+    # a random frame of such a path (another speed, a random frame t'), so that pooled over frames every axis, moving or
+    # not, has the same distribution for every class: only the change from frame to frame tells the direction.
+    t = np.arange(T, dtype=float)[None, :, None]
+    s = rng.uniform(*speed, (n, 1, 2))
+    ext = s*(T-1)
+    p0 = rng.random((n, 1, 2))*(travel-ext)
+    d = dirs[:, None, :].astype(float)
+    moving = p0 + np.where(d<0, ext - s*t, s*t)
+    still = p0 + s*rng.integers(0, T, (n, 1, 2))
+    return np.floor(np.where(d!=0, moving, still)).clip(0, travel).astype(np.intp)
+
+def _write_video(fn:Path, frames:np.ndarray, encoder:str, fps:int, crf:int):
+    "Write uint8 gray frames `(T,H,W)` to `fn` with PyAV (yuv420p)"
+    import av
+    try:
+        with av.open(str(fn), 'w') as c:
+            st = c.add_stream(encoder, rate=fps)
+            st.width,st.height,st.pix_fmt = frames.shape[2], frames.shape[1], 'yuv420p'
+            if encoder in ('libx264', 'libx265'): st.options = {'crf': str(crf), 'preset': 'veryfast'}
+            else: st.bit_rate = int(frames.shape[1]*frames.shape[2]*fps*4)   # ~4 bits a pixel: near-lossless at these sizes
+            for f in frames:
+                for p in st.encode(av.VideoFrame.from_ndarray(f, format='gray')): c.mux(p)
+            for p in st.encode(): c.mux(p)
+    except Exception as e:
+        raise ValueError(f"{fn}: could not write it with encoder {encoder!r} ({type(e).__name__}: {e}). The container "
+                         f"{fn.suffix!r} may not take this codec: try codec='h264', ext='.mp4' or codec='mpeg4', ext='.avi'.") from e
+
+def make_moving_videos(
+    dest:str|Path, # Folder to write `dest/<class>/<name><ext>` into
+    n_per_class:int=24, # Clips per class
+    n_frames:int=16, # Frames per clip
+    size:int=64, # Height and width of the frames (even, for yuv420p)
+    classes=('left','right','up','down'), # Directions of motion: keys of `MOTIONS`
+    digits=None, # Digit images or a path as for `MovingMNIST`; None: the embedded offline digits
+    fps:int=25, # Frame rate written in the files
+    codec:str='h264', # A codec ('h264', 'hevc', 'vp9', ...) or an FFmpeg encoder name ('libx264', 'mpeg4', ...)
+    ext:str='.mp4', # Container, by extension ('.mp4', '.avi', '.mkv', ...)
+    speed:tuple=(0.5, 1.5), # Range of the pixels per frame along each moving axis, drawn per clip
+    noise:float=10., # Standard deviation of the gaussian noise on every frame, in gray levels
+    names:str='class', # 'class': `<class>_<i>`; 'ucf': UCF101-like `v_<Class>_gXX_cYY` (the clips of a group share their digit)
+    clips_per_group:int=4, # Clips per group with `names='ucf'`
+    crf:int=18, # Quality of libx264/libx265 (lower is better; 18 looks like the source)
+    seed:int=0, # Seeds everything drawn: the same files for the same seed
+) -> Path:
+    "Write a folder-per-class set of real video files of a digit moving in each class's direction; a single frame cannot tell the class"
+    dest = Path(dest)
+    classes = list(classes)
+    bad = [c for c in classes if c not in MOTIONS]
+    if bad: raise ValueError(f"Unknown motion classes {bad}: use keys of MOTIONS {list(MOTIONS)}.")
+    if size%2: raise ValueError(f"size must be even for yuv420p video, got {size}.")
+    if names not in ('class', 'ucf'): raise ValueError(f"names must be 'class' or 'ucf', got {names!r}")
+    if n_frames<2: raise ValueError(f"n_frames must be >= 2 to show any motion, got {n_frames}")
+    if not ext.startswith('.'): ext = '.'+ext
+    encoder = _encoder(codec)
+    digs = embedded_digits() if digits is None else (load_mnist_digits(digits) if isinstance(digits, (str, Path)) else _as_digits(digits))
+    h,w = digs.shape[1:]
+    travel = np.array([size-h, size-w], dtype=float)
+    if speed[0]<=0 or speed[1]<speed[0]: raise ValueError(f"speed must be a range (lo, hi) with 0 < lo <= hi, got {speed}")
+    if speed[1]*(n_frames-1)>travel.min():
+        raise ValueError(f"A digit at {speed[1]} px/frame for {n_frames} frames travels {speed[1]*(n_frames-1):g} px, more than the "
+                         f"{travel.min():g} px a {h}x{w} digit has in {size}x{size} frames: lower speed or n_frames, or raise size.")
+    rng = np.random.default_rng(seed)
+    n = n_per_class*len(classes)
+    cls_i = np.repeat(np.arange(len(classes)), n_per_class)
+    clip_i = np.tile(np.arange(n_per_class), len(classes))
+    group = clip_i//clips_per_group
+    dirs = np.array([MOTIONS[c] for c in classes])[cls_i]
+    pos = _motion_positions(rng, n, n_frames, dirs, travel, speed)
+    if names=='ucf':   # a group shares its digit, like UCF101 clips cut from one video
+        gdig = rng.integers(0, len(digs), (len(classes), group.max()+1))
+        idx = gdig[cls_i, group]
+    else: idx = rng.integers(0, len(digs), n)
+    frames = _paste_digits(np.zeros((n, n_frames, size, size), np.uint8), digs, idx[:, None], pos[:, :, None])
+    level = rng.uniform(0.7, 1.0, (n, 1, 1, 1))   # digit brightness, per clip
+    bg = rng.uniform(0, 30, (n, 1, 1, 1))          # background level, per clip
+    frames = frames*level + bg*(frames<1) + rng.normal(0, noise, frames.shape)
+    frames = np.clip(np.round(frames), 0, 255).astype(np.uint8)
+    for i in range(n):
+        c = classes[cls_i[i]]
+        name = (f"v_{''.join(p.title() for p in c.split('_'))}_g{group[i]+1:02d}_c{clip_i[i]%clips_per_group+1:02d}"
+                if names=='ucf' else f"{c}_{clip_i[i]}")
+        fn = dest/c/f'{name}{ext}'
+        fn.parent.mkdir(parents=True, exist_ok=True)
+        _write_video(fn, frames[i], encoder, fps, crf)
+    return dest
