@@ -1,0 +1,60 @@
+import warnings
+import torch, pytest
+from torch import nn
+from fastai.vision.all import DataLoaders, TfmdDL, Datasets, CategoryBlock, Categorize, TensorCategory
+from fastai_seq.core import ImageSeq
+from fastai_seq.registry import *
+from fastai_seq.registry import _archs
+
+def _seq_dls(task, n=8, t_in=4, t_out=3, c=1, hw=(16, 24)):
+    "Tiny DataLoaders of ImageSeq inputs and ImageSeq (forecast) or category (classify) targets"
+    xs = [ImageSeq(torch.rand(t_in, c, *hw)) for _ in range(n)]
+    if task=='forecast': items = [(x, ImageSeq(torch.rand(t_out, c, *hw))) for x in xs]
+    else: items = [(x, TensorCategory(i%3)) for i,x in enumerate(xs)]
+    dls = DataLoaders.from_dsets(items, items, bs=4)
+    if task=='classify': dls.c = 3
+    return dls
+
+@pytest.fixture
+def clean_registry():
+    saved = dict(_archs)
+    yield
+    _archs.clear(); _archs.update(saved)
+
+def test_register_list_and_overwrite(clean_registry):
+    @register_arch('tiny_fc', task='forecast', lr=1e-2)
+    def tiny_fc(n_in, n_out, channels, size, **kwargs):
+        "A tiny test model"
+        return nn.Identity()
+    assert 'tiny_fc' in list_archs() and 'tiny_fc' in list_archs('tiny*') and list_archs('tiny*', task='classify')==[]
+    info = arch_info('tiny_fc')
+    assert info.task=='forecast' and info.defaults=={'lr': 1e-2} and info.doc=='A tiny test model'
+    with pytest.warns(UserWarning, match='overwriting'):
+        register_arch('tiny_fc', task='forecast')(tiny_fc)
+    with pytest.raises(ValueError, match='task'): register_arch('x', task='segment')
+
+def test_bundled_archs_registered():
+    assert set(list_archs(task='forecast')) >= {'unet', 'convgru', 'convlstm', 'phydnet', 'simvp'}
+    assert set(list_archs(task='classify')) >= {'frames_mean', 'frames_lstm', 'timesformer', 'r2plus1d'}
+    assert list_archs('conv*') == ['convgru', 'convlstm']
+
+def test_unknown_arch_lists_known():
+    with pytest.raises(KeyError, match=r"Unknown arch 'nope'.*convgru.*frames_lstm"): arch_info('nope')
+
+def test_task_inference_and_shape_kwargs():
+    f, c = _seq_dls('forecast'), _seq_dls('classify')
+    assert infer_task(f)=='forecast' and infer_task(c)=='classify'
+    assert model_kwargs_from_dls(f) == dict(channels=1, size=(16, 24), n_in=4, n_out=3)
+    assert model_kwargs_from_dls(c) == dict(channels=1, size=(16, 24), n_frames=4, n_classes=3)
+
+def test_wrong_task_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"'convgru' is for the 'forecast' task.*'classify'.*frames_lstm"):
+        create_seq_model('convgru', _seq_dls('classify'))
+    with pytest.raises(ValueError, match=r"'frames_lstm' is for the 'classify'.*convgru"):
+        create_seq_model('frames_lstm', _seq_dls('forecast'))
+
+def test_create_with_callable_and_kwargs(clean_registry):
+    got = {}
+    def builder(**kw): got.update(kw); return nn.Identity()
+    create_seq_model(builder, _seq_dls('forecast'), hidden=7)
+    assert got == dict(channels=1, size=(16, 24), n_in=4, n_out=3, hidden=7)
