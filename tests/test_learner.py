@@ -1,0 +1,92 @@
+"What a user does with `seq_learner`: train, show_results, predict, export/load, interpret, multi-clip evaluation"
+import numpy as np, torch, pytest
+from pathlib import Path
+from fastai.vision.all import (DataBlock, CategoryBlock, parent_label, Resize, load_learner, plt, ClassificationInterpretation,
+                               RandomSplitter, MSELossFlat, CrossEntropyLossFlat, set_seed)
+from fastai_seq.core import ImageSeq
+from fastai_seq.data import VideoBlock
+from fastai_seq.video import get_video_files
+from fastai_seq.datasets import moving_mnist_dls, make_moving_videos
+from fastai_seq.learner import *
+
+def _n_strips(fig=None): return len([a for a in (fig or plt.gcf()).axes if a.images])
+
+# ---- forecasting ----
+@pytest.fixture(scope='module')
+def mm_dls():
+    return moving_mnist_dls(n_in=4, n_out=3, n_train=32, n_valid=8, bs=8, size=32, seed=1)
+
+def test_forecast_learner_defaults(mm_dls):
+    learn = seq_learner(mm_dls, 'convgru')
+    assert learn.task=='forecast' and learn.arch=='convgru' and isinstance(learn.loss_func.func, torch.nn.MSELoss)
+    assert [m.name for m in learn.metrics] == ['mse', 'mae', 'ssim', 'psnr']
+    assert learn.seq_shape == dict(channels=1, size=(32, 32), n_in=4, n_out=3)
+    with pytest.raises(ValueError, match=r"'frames_lstm' is for the 'classify'.*convgru"): seq_learner(mm_dls, 'frames_lstm')
+
+def test_forecast_train_show_predict_export(mm_dls, tmp_path):
+    set_seed(0)
+    learn = seq_learner(mm_dls, 'convgru', path=tmp_path)
+    learn.fit(1, 1e-3)
+    assert len(learn.recorder.values)==1 and all(np.isfinite(learn.recorder.values[0]))
+    learn.show_results(max_n=2)
+    assert _n_strips() == 6  # input / target / prediction for each of 2 samples
+    plt.close('all')
+    x = mm_dls.valid_ds[0][0]
+    dec, raw, _ = learn.predict(x)
+    assert raw.shape == (3, 1, 32, 32) and torch.isfinite(raw).all()
+    learn.model.eval()
+    with torch.no_grad(): direct = learn.model(torch.as_tensor(x)[None].float())[0]
+    assert torch.allclose(raw, direct, atol=1e-5)
+    learn.export('model.pkl')
+    learn2 = load_learner(tmp_path/'model.pkl')
+    assert torch.allclose(learn2.predict(x)[1], raw, atol=1e-6)
+
+# ---- classification ----
+@pytest.fixture(scope='module')
+def motion_path(tmp_path_factory):
+    return make_moving_videos(tmp_path_factory.mktemp('motion'), n_per_class=6, n_frames=12, size=48, seed=0)
+
+def _clf_dls(path, bs=4, n_frames=8, **kw):
+    dblock = DataBlock(blocks=(VideoBlock(n_frames=n_frames, **kw), CategoryBlock), get_items=get_video_files,
+                       get_y=parent_label, splitter=RandomSplitter(0.25, seed=0), item_tfms=Resize(32))
+    return dblock.dataloaders(path, bs=bs, num_workers=0)
+
+def test_classify_train_show_predict_export(motion_path, tmp_path):
+    dls = _clf_dls(motion_path)
+    learn = seq_learner(dls, 'frames_lstm', path=tmp_path)
+    assert learn.task=='classify' and isinstance(learn.loss_func.func, torch.nn.CrossEntropyLoss)
+    assert [getattr(m, 'name', None) for m in learn.metrics] == ['accuracy', 'top_4_accuracy']
+    learn.fit(1, 1e-3)
+    learn.show_results(max_n=3)
+    fig = plt.gcf()
+    titles = [a.get_title() for a in fig.axes if a.images]
+    assert len(titles)==3 and all(' / ' in t for t in titles)
+    plt.close('all')
+    interp = ClassificationInterpretation.from_learner(learn)
+    interp.plot_top_losses(3)
+    assert _n_strips() == 3
+    fn = get_video_files(motion_path)[0]
+    label, idx, probs = learn.predict(fn)
+    assert label in dls.vocab and probs.shape==(4,) and abs(probs.sum().item()-1) < 1e-4 and probs.argmax()==idx
+    learn.export('model.pkl')
+    label2, idx2, probs2 = load_learner(tmp_path/'model.pkl').predict(fn)
+    assert label2==label and torch.allclose(probs, probs2, atol=1e-6)
+
+def test_aggregate_clips_known_logits():
+    # 3 videos, 2 clips, 3 classes; targets 0, 1, 2
+    clip_probs = torch.tensor([[[.6,.3,.1], [.5,.4,.1], [.2,.2,.6]],
+                               [[.2,.7,.1], [.1,.8,.1], [.3,.3,.4]]])
+    ev = aggregate_clips(clip_probs, torch.tensor([0, 1, 2]))
+    # clip-level: [T, F, T] and [F, T, T] -> 4/6; averaged: [.4,.5,.1] F, [.3,.6,.1] T, [.25,.25,.5] T -> 2/3
+    assert ev.clip_accuracy == pytest.approx(4/6) and ev.video_accuracy == pytest.approx(2/3)
+    assert torch.allclose(ev.probs[0], torch.tensor([.4, .5, .1]))
+
+def test_evaluate_clips_runs_each_clip(motion_path):
+    dls = _clf_dls(motion_path, sampler='auto')
+    learn = seq_learner(dls, 'frames_mean')
+    ev = learn.evaluate_clips(n_clips=3)
+    assert ev.clip_probs.shape == (3, len(dls.valid_ds), 4) and ev.targets.shape == (len(dls.valid_ds),)
+    assert not torch.allclose(ev.clip_probs[0], ev.clip_probs[2])  # different clips were read
+    manual = aggregate_clips(ev.clip_probs, ev.targets)
+    assert manual.video_accuracy == ev.video_accuracy
+    assert 0 <= ev.clip_accuracy <= 1
