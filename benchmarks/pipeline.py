@@ -1,0 +1,77 @@
+"""Clips per second through the full fastai pipeline (`VideoBlock`, `Resize`, batch augmentation) against a plain
+`torch.utils.data.DataLoader` calling the same decoder and resize, and against reading the same clips from frame folders.
+Run: python benchmarks/pipeline.py [--copies 4] [--reps 3]"""
+import os, shutil, sys, tempfile, time
+from pathlib import Path
+import numpy as np, torch
+from PIL import Image
+from fastcore.script import call_parse
+from fastai.vision.all import (DataBlock, CategoryBlock, parent_label, RandomSplitter, Resize, aug_transforms, IntToFloatTensor)
+from fastai_seq.all import *
+
+REPO = Path(__file__).resolve().parents[1]
+N_FRAMES, SIZE, BS = 8, 128, 4
+
+def _data_dir():
+    p = Path(os.environ.get('FASTAI_SEQ_TEST_DATA', REPO.parent/'shared'/'data'))/'videos'
+    if not p.is_dir(): sys.exit(f"{p} not found: set FASTAI_SEQ_TEST_DATA")
+    return p
+
+class PlainClips(torch.utils.data.Dataset):
+    "The hand-written baseline: decode 8 uniformly spaced frames, resize each with PIL, stack"
+    def __init__(self, files): self.files = files
+    def __len__(self): return len(self.files)
+    def __getitem__(self, i):
+        fn = self.files[i]
+        idxs = np.linspace(0, video_info(fn).n_frames-1, N_FRAMES).round().astype(int).tolist()
+        frames = [Image.fromarray(a).resize((SIZE, SIZE), Image.BILINEAR) for a in read_frames(fn, idxs)]
+        return torch.from_numpy(np.stack([np.asarray(f) for f in frames])).permute(0,3,1,2), 0
+
+def _time(it_fn, n_items, reps):
+    "Median clips/s over `reps` full passes"
+    rates = []
+    for _ in range(reps):
+        t = time.perf_counter(); n = 0
+        for b in it_fn(): n += len(b[0])
+        rates.append(n/(time.perf_counter()-t))
+        assert n==n_items, (n, n_items)
+    return float(np.median(rates))
+
+@call_parse
+def main(copies:int=4, # Copies of each real clip in the benchmark set
+         reps:int=3, # Passes per measurement (median)
+         workers:str='0,2', # num_workers values to measure
+):
+    torch.set_num_threads(1)
+    src = _data_dir()
+    tmp = Path(tempfile.mkdtemp())
+    try:
+        for i,f in enumerate(sorted(src.iterdir())):
+            d = tmp/'videos'/f'class{i%2}'
+            d.mkdir(parents=True, exist_ok=True)
+            for c in range(copies): shutil.copy(f, d/f'{f.stem}_{c}{f.suffix}')
+        files = list(get_video_files(tmp/'videos'))
+        videos_to_frames(tmp/'videos', tmp/'frames', n_workers=1)
+        folders = sorted(d for d in (tmp/'frames').glob('*/*') if d.is_dir())
+        print(f"{len(files)} clips ({copies} copies of each clip in {src}), {N_FRAMES} frames at {SIZE}px, bs={BS}\n")
+        print("| pipeline | num_workers | clips/s | time vs plain DataLoader |")
+        print("|---|---|---|---|")
+        for nw in [int(w) for w in workers.split(',')]:
+            plain = torch.utils.data.DataLoader(PlainClips(files), batch_size=BS, num_workers=nw)
+            def plain_it():
+                for x,y in plain: yield (x.float().div_(255), y)
+            r_plain = _time(plain_it, len(files), reps)
+            dblock = DataBlock(blocks=(VideoBlock(n_frames=N_FRAMES), CategoryBlock), get_items=get_video_files,
+                               get_y=parent_label, splitter=RandomSplitter(0.), item_tfms=Resize(SIZE),
+                               batch_tfms=aug_transforms())
+            dl = dblock.dataloaders(tmp/'videos', bs=BS, num_workers=nw).train.new(shuffle=False, drop_last=False)
+            r_fastai = _time(lambda: dl, len(files), reps)
+            fblock = DataBlock(blocks=(SeqBlock(n_frames=N_FRAMES), CategoryBlock), get_items=lambda p: folders,
+                               get_y=parent_label, splitter=RandomSplitter(0.), item_tfms=Resize(SIZE),
+                               batch_tfms=aug_transforms())
+            fdl = fblock.dataloaders(tmp/'frames', bs=BS, num_workers=nw).train.new(shuffle=False, drop_last=False)
+            r_frames = _time(lambda: fdl, len(folders), reps)
+            print(f"| plain torch DataLoader (decode + PIL resize) | {nw} | {r_plain:.1f} | 1.00x |")
+            print(f"| fastai_seq VideoBlock + Resize + aug_transforms | {nw} | {r_fastai:.1f} | {r_plain/r_fastai:.2f}x |")
+            print(f"| fastai_seq SeqBlock on frame folders + Resize + aug_transforms | {nw} | {r_frames:.1f} | {r_plain/r_frames:.2f}x |")
+    finally: shutil.rmtree(tmp, ignore_errors=True)
