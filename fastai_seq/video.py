@@ -1,0 +1,575 @@
+"Video files with PyAV: exact frame access by index, frame extraction, `.rar` archives and UCF101 splits"
+from fastai.data.all import *
+import av, re, shutil, threading, uuid, warnings
+from collections import Counter, OrderedDict
+from typing import NamedTuple
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from av.video.reformatter import VideoReformatter
+from PIL import Image
+
+__all__ = ['VideoError', 'VIDEO_EXTS', 'VideoInfo', 'video_info', 'read_frames', 'get_video_files', 'extract_frames',
+           'videos_to_frames', 'unrar', 'ucf101_splits', 'ucf101_group', 'GroupSplitter']
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Errors
+
+class VideoError(ValueError):
+    "A video that cannot be read; the message names the file, the problem and what to do"
+    def __init__(self, msg, fn=None):
+        super().__init__(msg)
+        self.fn = None if fn is None else str(fn)
+    # pickled by DataLoader workers / process pools: rebuild from the message and file name
+    def __reduce__(self): return (self.__class__, (self.args[0] if self.args else '', self.fn))
+
+def _verr(fn, problem, todo=''):
+    "A `VideoError` for `fn` saying `problem` and `todo`"
+    return VideoError(f"{fn}: {problem}" + (f". {todo}" if todo else ''), fn)
+
+_REENCODE = "Re-download it, or re-encode it with ffmpeg (e.g. `ffmpeg -i in.avi out.mp4`), or remove it from the dataset"
+
+VIDEO_EXTS = {'.mp4', '.avi', '.mkv', '.mov', '.webm', '.m4v', '.mpg', '.mpeg', '.wmv', '.flv', '.3gp', '.ogv', '.ts'}
+
+class VideoInfo(NamedTuple):
+    "What `video_info` returns"
+    n_frames:int   # number of frames a full decode yields
+    fps:float      # average frame rate
+    width:int      # frame width in pixels
+    height:int     # frame height in pixels
+    duration:float # seconds
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Opening and indexing
+
+def _open(fn):
+    "Open `fn` with PyAV, raising `VideoError` with a useful message if that fails"
+    fn = Path(fn)
+    if not fn.exists(): raise _verr(fn, "no such file", "Check the path, and that the dataset was fully downloaded and extracted")
+    if fn.is_dir(): raise _verr(fn, "is a folder, not a video file", "Pass a video file (folders of frames are read by `SeqBlock`)")
+    if fn.stat().st_size == 0: raise _verr(fn, "the file is empty (0 bytes)", "Re-download or re-extract it, or remove it from the dataset")
+    try: return av.open(str(fn), metadata_errors='ignore')
+    except Exception as e:
+        raise _verr(fn, f"FFmpeg cannot open it as a video ({type(e).__name__}: {e}); it is not a video file, or it is "
+                        "truncated or corrupt", _REENCODE) from None
+
+def _vstream(c, fn):
+    "The first video stream of container `c`; the demuxer skips the other streams"
+    if not c.streams.video:
+        kinds = ', '.join(f'{s.type} ({s.codec_context.name})' for s in c.streams) or 'none'
+        c.close()
+        raise _verr(fn, f"it has no video stream (streams: {kinds})", "Remove it from the dataset (audio-only or data file)")
+    v = c.streams.video[0]
+    for o in c.streams:
+        if o.index != v.index: o.discard = av.stream.Discard.all
+    return v
+
+# Containers whose packets carry real presentation timestamps, so sorted packet pts = the decoded frames' pts
+_REAL_PTS = {'mov,mp4,m4a,3gp,3g2,mj2', 'matroska,webm', 'flv'}
+# Codecs that never reorder frames and decode one frame per packet: packet order = frame order in any container
+_NO_REORDER = {'mpeg4', 'mjpeg', 'mjpegb', 'msmpeg4v1', 'msmpeg4v2', 'msmpeg4', 'wmv1', 'wmv2', 'h263', 'h263p', 'flv1', 'flv',
+               'rawvideo', 'huffyuv', 'ffvhuff', 'ffv1', 'dvvideo', 'png', 'cinepak', 'utvideo', 'magicyuv', 'qtrle', 'prores'}
+# Codecs whose packets can hold no shown frame (VP8 invisible alt-ref frames): always count by decoding
+_NO_TRUST = {'vp8'}
+_VOP = b'\x00\x00\x01\xb6'
+
+def _mpeg4_check(data):
+    "Why an MPEG-4 Part 2 packet may not decode to exactly one frame in order (None if it will)"
+    i = data.find(_VOP)
+    if i < 0: return 'packet without a VOP'
+    if data.find(_VOP, i+4) >= 0: return 'packed bitstream (several VOPs in a packet)'
+    # A not-coded VOP (XviD/DivX N-VOP, 'dropped frame') is a bare header of a few bytes: FFmpeg outputs no frame for it
+    if len(data)-i-4 <= 8: return 'possibly a not-coded VOP'
+    if data[i+4]>>6 == 2: return 'B-VOP'
+    return None
+
+class _Index:
+    "Per-file facts: frame count, size, rate, and (if trusted) the exact frame index -> pts map and keyframes"
+    def __init__(self, fn, n_frames, fps, width, height, duration, pts=None, keys=None):
+        store_attr()
+        self.seekable = pts is not None
+
+    def info(self): return VideoInfo(self.n_frames, self.fps, self.width, self.height, self.duration)
+    def find(self, p):
+        "Frame index whose pts is `p`, or None"
+        if p is None: return None
+        i = int(np.searchsorted(self.pts, p))
+        return i if i < len(self.pts) and self.pts[i] == p else None
+    def key_before(self, i):
+        "Index of the last keyframe at or before frame `i` (0 if none)"
+        j = int(np.searchsorted(self.keys, i, side='right')) - 1
+        return int(self.keys[j]) if j >= 0 else 0
+
+def _rate(s, pts, n):
+    "Average frame rate of stream `s`"
+    r = s.average_rate or s.guessed_rate or s.base_rate
+    if r: return float(r)
+    if pts is not None and n > 1 and pts[-1] > pts[0]: return float((n-1) / ((pts[-1]-pts[0]) * s.time_base))
+    return 0.
+
+def _probe(fn, force_decode=False):
+    "Build the `_Index` of `fn`: demux its packets (no decoding) when that gives the exact frames, else count by decoding"
+    c = _open(fn)
+    try:
+        s = _vstream(c, fn)
+        codec, fmt, rate = s.codec_context.name, c.format.name, _rate(s, None, 0)
+        why = None if codec not in _NO_TRUST else f'codec {codec}'
+        if why is None and fmt not in _REAL_PTS and codec not in _NO_REORDER: why = f'codec {codec} in {fmt} container'
+        if force_decode: why = 'forced'
+        pts, keys, n_pk, first, err = [], [], 0, None, None
+        try:
+            for p in c.demux(s):
+                if p.size:
+                    n_pk += 1
+                    if why is None:
+                        if p.pts is None: why = 'packet without timestamp'
+                        elif p.is_discard or p.is_corrupt: why = 'discarded or corrupt packet'
+                        elif codec == 'mpeg4':
+                            w = _mpeg4_check(bytes(p))
+                            if w and not (w == 'B-VOP' and fmt in _REAL_PTS): why = w
+                        pts.append(p.pts); keys.append(p.is_keyframe)
+                elif p.pts is not None: n_pk += 1; why = why or 'empty packet (dropped frame)'
+                # Decode only up to the first output frame: its pts must be the smallest (no frames dropped at the start)
+                if first is None:
+                    fr = p.decode()
+                    if fr: first = fr[0]
+        except Exception as e: err = e
+        if err is not None and n_pk == 0:
+            raise _verr(fn, f"no video packet can be read ({type(err).__name__}: {err})", _REENCODE)
+        if s.frames and n_pk < s.frames and s.frames-n_pk > max(1, s.frames//100) or err is not None:
+            raise _verr(fn, f"it looks truncated or corrupt: its header announces {s.frames} frames but only {n_pk} could be "
+                            f"read" + (f" ({type(err).__name__}: {err})" if err is not None else ''), _REENCODE)
+        if first is None: raise _verr(fn, "it has no decodable frame", _REENCODE)
+        if why is None:
+            order = np.argsort(np.asarray(pts, dtype=np.int64), kind='stable')
+            spts = np.asarray(pts, dtype=np.int64)[order]
+            if len(spts) > 1 and (np.diff(spts) == 0).any(): why = 'duplicate timestamps'
+            elif first.pts != spts[0]: why = 'frames dropped at the start'
+        w, h = first.width, first.height
+        if why is None:
+            kidx = np.flatnonzero(np.asarray(keys)[order])
+            n = len(spts)
+            fps = _rate(s, spts, n)
+            dur = float((spts[-1]-spts[0]) * s.time_base) + (1/fps if fps else 0.)
+            return _Index(fn, n, fps, w, h, dur, pts=spts, keys=kidx)
+    finally: c.close()
+    # Untrusted packets: the frame count is what a full decode yields
+    n = _count_frames(fn)
+    return _Index(fn, n, rate, w, h, n/rate if rate else 0.)
+
+def _count_frames(fn):
+    "Number of frames a plain full decode of `fn` yields"
+    n = 0
+    with _open(fn) as c:
+        s = _vstream(c, fn)
+        _set_threads(s, None)
+        try:
+            for p in c.demux(s): n += len(p.decode())
+        except Exception as e:
+            raise _verr(fn, f"decoding failed after {n} frames ({type(e).__name__}: {e})", _REENCODE) from None
+    return n
+
+_CACHE, _CACHE_MAX, _LOCK = OrderedDict(), 8192, threading.Lock()
+
+def _key(fn):
+    fn = Path(fn)
+    try: st = fn.stat()
+    except OSError: return None
+    return (os.path.abspath(fn), st.st_size, st.st_mtime_ns)
+
+def _index(fn, force_decode=False):
+    "The (cached per path, size and mtime) `_Index` of `fn`"
+    k = _key(fn)
+    if k is not None and not force_decode:
+        with _LOCK:
+            if k in _CACHE:
+                _CACHE.move_to_end(k)
+                return _CACHE[k]
+    ix = _probe(fn, force_decode=force_decode)
+    if k is not None:
+        with _LOCK:
+            _CACHE[k] = ix
+            while len(_CACHE) > _CACHE_MAX: _CACHE.popitem(last=False)
+    return ix
+
+def video_info(fn # A video file
+              )->VideoInfo:
+    "Frame count (exactly what a full decode yields), fps, size and duration of `fn`, without decoding it where possible"
+    return _index(fn).info()
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Decoding by index
+
+class _Mismatch(Exception): "The packet index did not predict the decoded frames: decode from the start instead"
+class _Overshoot(Exception): "A seek landed after the wanted frame"
+
+def _default_threads():
+    "Decoder threads: 1 in DataLoader workers (torch sets 1 thread there), else up to 2"
+    return max(1, min(2, torch.get_num_threads()))
+
+def _set_threads(s, threads):
+    "Set the decoder threads of stream `s` (before it decodes)"
+    n = _default_threads() if threads is None else max(1, int(threads))
+    cc = s.codec_context
+    if n > 1: cc.thread_type, cc.thread_count = 'AUTO', n
+    else: cc.thread_count = 1
+
+def _to_array(f, format, r=None):
+    "Frame `f` as a uint8 `(H,W,C)` array, converted by `VideoReformatter` `r` (reusing one is faster, same pixels)"
+    a = r.reformat(f, format=format).to_ndarray() if r is not None else f.to_ndarray(format=format)
+    return a[...,None] if a.ndim == 2 else a
+
+_SEEK_COST = 6  # frames: decoding fewer than this many frames to reach the next wanted one is cheaper than a seek
+
+def _plan(ix, wanted, threads):
+    "Group sorted frame indices into decode runs `(keyframe, idxs)`: a run starts with a seek to `keyframe`"
+    runs, pos, cost = [], -1, _SEEK_COST + (threads or 1)
+    for w in wanted:
+        k = ix.key_before(w)
+        if not runs or k-pos-1 > cost: runs.append([k, [w]])
+        else: runs[-1][1].append(w)
+        pos = w
+    return runs
+
+# Codecs whose non-reference frames (skipped by `skip_frame='NONREF'`) are never used to predict other frames
+_SKIP_NONREF = {'h264', 'mpeg4', 'mpeg2video', 'mpeg1video'}
+
+def _decode_run(c, s, ix, key, idxs, format, seek, r=None):
+    "Yield `(i, array)` for the frames `idxs` (sorted), decoding from keyframe `key` (seeking to it if `seek`)"
+    if seek: c.seek(int(ix.pts[key]), stream=s, backward=True, any_frame=False)
+    cc = s.codec_context
+    skip = cc.name in _SKIP_NONREF
+    want, last = set(idxs), idxs[-1]
+    exp, lpts, skippable = (0, None, set()) if not seek else (None, None, set())
+    for p in c.demux(s):
+        if exp is None:  # first packet after a seek: must be a keyframe we know, at or before the first wanted frame
+            if not p.size: raise _Mismatch('nothing to read after seeking')
+            L = ix.find(p.pts)
+            if L is None or not p.is_keyframe: raise _Mismatch('seek landed on an unknown packet')
+            if L > idxs[0]: raise _Overshoot()
+            exp, lpts = L, p.pts
+        if skip and p.size:  # frames we don't want and nothing refers to need not be decoded at all
+            j = ix.find(p.pts)
+            if j is not None and j > exp and j not in want: skippable.add(j); cc.skip_frame = 'NONREF'
+            else: cc.skip_frame = 'DEFAULT'
+        for f in p.decode():
+            if lpts is not None and f.pts is not None and f.pts < lpts: continue  # leading frames of an open GOP
+            j = ix.find(f.pts)
+            # the decoded frame must be the next one expected, or come after frames we let the decoder skip
+            if j is None or j < exp or any(k not in skippable for k in range(exp, j)):
+                raise _Mismatch(f'frame {exp}: expected pts {ix.pts[exp]}, got {f.pts}')
+            if j in want: yield j, _to_array(f, format, r)
+            if j == last: return
+            exp = j+1
+    raise _Mismatch('end of file before the last wanted frame')
+
+def _seek_frames(fn, ix, wanted, threads, format):
+    "Yield `(i, array)` for sorted `wanted`, seeking to the keyframe before each group of frames"
+    n_thr = _default_threads() if threads is None else max(1, int(threads))
+    with _open(fn) as c:
+        s = _vstream(c, fn)
+        _set_threads(s, n_thr)
+        fresh, r = True, VideoReformatter()
+        for key, idxs in _plan(ix, wanted, n_thr):
+            while True:
+                try:
+                    yield from _decode_run(c, s, ix, key, idxs, format, seek=not (fresh and key == 0), r=r)
+                    break
+                except _Overshoot:  # the demuxer's index put us too late: try the keyframe before
+                    if key == 0: raise _Mismatch('cannot seek to the start') from None
+                    key = ix.key_before(key-1)
+            fresh = False
+
+def _seq_frames(fn, wanted, threads, format):
+    "Yield `(i, array)` for sorted `wanted` by decoding from the start, frame index = decode order"
+    want, last, i, r = set(wanted), wanted[-1], 0, VideoReformatter()
+    with _open(fn) as c:
+        s = _vstream(c, fn)
+        _set_threads(s, threads)
+        try:
+            for p in c.demux(s):
+                for f in p.decode():
+                    if i in want: yield i, _to_array(f, format, r)
+                    if i == last: return
+                    i += 1
+        except av.error.FFmpegError as e:
+            raise _verr(fn, f"decoding failed at frame {i} ({type(e).__name__}: {e})", _REENCODE) from None
+    raise _verr(fn, f"frame index {last} is out of range: the video has {i} frames (0..{i-1})")
+
+def _check_idxs(fn, ix, idxs):
+    "`idxs` as an int array, raising `VideoError` for indices out of range"
+    idxs = np.asarray(idxs)
+    if idxs.size and not np.issubdtype(idxs.dtype, np.integer):
+        if not np.all(np.mod(idxs, 1) == 0): raise _verr(fn, f"frame indices must be integers, got {idxs.dtype}")
+        idxs = idxs.astype(np.int64)
+    idxs = idxs.astype(np.int64).reshape(-1)
+    bad = idxs[(idxs < 0) | (idxs >= ix.n_frames)]
+    if len(bad): raise _verr(fn, f"frame index {bad[0]} is out of range: the video has {ix.n_frames} frames "
+                                 f"(valid indices 0..{ix.n_frames-1})", "Sample indices below `video_info(fn).n_frames`")
+    return idxs
+
+def _iter_frames(fn, wanted, threads=None, format='rgb24'):
+    "Yield `(i, array)` for the sorted, unique frame indices `wanted` of `fn`, pixel-identical to a full decode"
+    if not len(wanted): return
+    ix, done = _index(fn), set()
+    if ix.seekable:
+        try:
+            for i, a in _seek_frames(fn, ix, wanted, threads, format):
+                done.add(i)
+                yield i, a
+            return
+        except (_Mismatch, av.error.FFmpegError):
+            # the packets mislead us about this file (or seeking broke it): from now on count and decode it from the start
+            ix = _index(fn, force_decode=True)
+            _check_idxs(fn, ix, wanted)
+    rest = [w for w in wanted if w not in done]
+    if rest: yield from _seq_frames(fn, rest, threads, format)
+
+def read_frames(fn,              # A video file
+                idxs=None,       # Frame indices (any order, repeats allowed); None for all frames
+                threads=None,    # Decoder threads (None: 1 inside DataLoader workers, else up to 2)
+                format='rgb24',  # Any PyAV pixel format, e.g. 'rgb24' or 'gray'
+               )->np.ndarray:    # uint8 `(len(idxs),H,W,C)`: C=3 for 'rgb24', 1 for 'gray'
+    "Frames `idxs` of video `fn`, decoding only what is needed; pixel-identical to a full PyAV decode"
+    ix = _index(fn)
+    idxs = np.arange(ix.n_frames) if idxs is None else _check_idxs(fn, ix, idxs)
+    wanted = np.unique(idxs).tolist()
+    pos = {}
+    for j, i in enumerate(idxs.tolist()): pos.setdefault(i, []).append(j)
+    out = None
+    for i, a in _iter_frames(fn, wanted, threads=threads, format=format):
+        if out is None: out = np.empty((len(idxs), *a.shape), dtype=a.dtype)
+        elif a.shape != out.shape[1:]:
+            raise _verr(fn, f"the frame size changes inside the video ({out.shape[1:]} then {a.shape} at frame {i})",
+                        "Re-encode it to a fixed size, e.g. `ffmpeg -i in.mp4 -vf scale=320:240 out.mp4`")
+        for j in pos[i]: out[j] = a
+    if out is None:
+        c = 1 if format in ('gray', 'gray8') else 3
+        out = np.empty((0, ix.height, ix.width, c), dtype=np.uint8)
+    return out
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Files and frames
+
+def get_video_files(path,         # Folder to search
+                    recurse=True, # Search subfolders too
+                    folders=None, # Only these subfolders (names)
+                   )->L:
+    "Video files (any of `VIDEO_EXTS`) in `path`, sorted"
+    return L(sorted(get_files(path, extensions=VIDEO_EXTS, recurse=recurse, folders=folders)))
+
+def _shrink(img, size):
+    "PIL `img` resized so that its longer side is at most `size`"
+    if size is None or max(img.size) <= size: return img
+    r = size / max(img.size)
+    return img.resize((max(1, round(img.width*r)), max(1, round(img.height*r))), Image.Resampling.BILINEAR)
+
+def extract_frames(video,        # A video file
+                   idxs=None,    # Frame indices (any order, repeats allowed); None for all frames
+                   size=None,    # Resize so the longer side is at most `size` pixels
+                   threads=None, # Decoder threads (see `read_frames`)
+                  ):
+    "Generator of the frames of `video` (all, or `idxs` in the order asked) as PIL images, decoded lazily"
+    ix = _index(video)
+    idxs = list(range(ix.n_frames)) if idxs is None else _check_idxs(video, ix, idxs).tolist()
+    if all(a <= b for a, b in zip(idxs, idxs[1:])):  # in order: stream, one frame at a time
+        it, prev = _iter_frames(video, sorted(set(idxs)), threads=threads), None
+        for i in idxs:
+            if i != prev: a = next(it)[1]; prev = i
+            yield _shrink(Image.fromarray(a), size)
+    else:
+        for a in read_frames(video, idxs, threads=threads): yield _shrink(Image.fromarray(a), size)
+
+def _out_dir(v, dest, root):
+    "Frame folder of video `v`: `dest/<path relative to root without extension>` or `dest/<parent>/<stem>`"
+    rel = Path(v).relative_to(root) if root is not None else Path(Path(v).parent.name)/Path(v).name
+    return Path(dest)/rel.parent/rel.stem
+
+def _tmp_glob(o): return f'.{o.name}.tmp-*'
+
+def _convert_one(v, o, size=None, quality=90, ext='.jpg', threads=None):
+    "Write the frames of video `v` to folder `o` atomically (temp folder, then rename); None or the error message"
+    tmp = o.parent/f'.{o.name}.tmp-{uuid.uuid4().hex[:8]}'
+    try:
+        n_frames = video_info(v).n_frames
+        nd = max(5, len(str(n_frames)))
+        tmp.mkdir(parents=True)
+        n = 0
+        for n, img in enumerate(extract_frames(v, size=size, threads=threads), 1):
+            img.save(tmp/f'{n:0{nd}d}{ext}', **({'quality': quality} if ext.lower() in ('.jpg', '.jpeg') else {}))
+        if n != n_frames: raise _verr(v, f"wrote {n} frames but the video has {n_frames}", _REENCODE)
+        os.rename(tmp, o)
+        return None
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not isinstance(e, Exception): raise
+        return f'{type(e).__name__}: {e}'
+
+def _convert_star(args): return _convert_one(*args)
+
+def videos_to_frames(videos,          # A folder (searched with `get_video_files`), a video file, or a list of video files
+                     dest,            # Output root: one folder of numbered frames per video
+                     root=None,       # Keep video paths relative to `root` (default: the folder given, else `<parent>/<stem>`)
+                     n_workers=None,  # Processes (None: `defaults.cpus`; 0 runs in this process)
+                     size=None,       # Resize frames so the longer side is at most `size` pixels
+                     quality=90,      # JPEG quality
+                     ext='.jpg',      # Frame file type, '.jpg' or '.png'
+                     on_error='skip', # Bad videos: 'skip' (warn, keep the good ones) or 'raise' (after the good ones finish)
+                     progress=True,   # Show a progress bar
+                    )->L:             # The frame folders of the videos that were converted (now or before)
+    "Decode `videos` to folders `dest/<class>/<stem>/00001.jpg...`, in parallel; resumable: finished videos are skipped"
+    assert on_error in ('skip', 'raise'), f"on_error must be 'skip' or 'raise', not {on_error!r}"
+    if isinstance(videos, (str, Path)) and Path(videos).is_dir():
+        root = Path(videos) if root is None else root
+        videos = get_video_files(videos)
+    elif isinstance(videos, (str, Path)): videos = [videos]
+    videos, dest = L(videos).map(Path), Path(dest)
+    outs = L(_out_dir(v, dest, root) for v in videos)
+    dup = [o for o, n in Counter(outs).items() if n > 1]
+    if dup: raise ValueError(f"{len(dup)} frame folders would be shared by several videos (same name, other extension?), "
+                             f"e.g. {dup[0]}: rename those videos or pass `root`")
+    for o in outs:  # temp folders left by an interrupted run
+        if o.parent.exists():
+            for t in o.parent.glob(_tmp_glob(o)): shutil.rmtree(t, ignore_errors=True)
+    todo = [(v, o) for v, o in zip(videos, outs) if not (o.is_dir() and any(o.iterdir()))]
+    for _, o in todo:
+        if o.exists(): shutil.rmtree(o) if o.is_dir() else o.unlink()
+    n_workers = defaults.cpus if n_workers is None else n_workers
+    errs = {}
+    if n_workers <= 1 or len(todo) <= 1:
+        it = progress_bar(todo, leave=False) if progress and todo else todo
+        for v, o in it:
+            e = _convert_one(v, o, size, quality, ext)
+            if e: errs[v] = e
+    else:
+        with ProcessPoolExecutor(min(n_workers, len(todo))) as ex:
+            futs = {ex.submit(_convert_star, (v, o, size, quality, ext, 1)): v for v, o in todo}
+            it = as_completed(futs)
+            if progress: it = progress_bar(it, total=len(futs), leave=False)
+            for f in it:
+                try: e = f.result()
+                except Exception as x: e = f'the worker process died ({type(x).__name__}: {x}); re-run to retry'
+                if e: errs[futs[f]] = e
+    if errs:
+        msg = (f"{len(errs)} of {len(videos)} videos could not be converted to frames (the others were):\n" +
+               '\n'.join(f'  {v}: {e}' for v, e in errs.items()))
+        if on_error == 'raise': raise VideoError(msg, next(iter(errs)))
+        warnings.warn(msg)
+    return L(o for v, o in zip(videos, outs) if v not in errs and o.is_dir())
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Archives
+
+def _safe_member_path(dest, name, is_dir=False):
+    "Where archive member `name` lands in `dest`; `ValueError` if that is outside `dest` (absolute, `..`, symlinks out)"
+    n = str(name).replace('\\', '/')
+    if not n.strip('/') and not is_dir: raise ValueError(f"Refusing archive member {name!r}: empty name")
+    if n.startswith('/') or re.match(r'^[A-Za-z]:', n) or '\x00' in n:
+        raise ValueError(f"Refusing archive member {name!r}: absolute path (it would be written outside {dest})")
+    root = Path(dest).resolve()
+    p = (root/n).resolve()  # resolves '..' and symlinks already on disk
+    if p != root and root not in p.parents:
+        raise ValueError(f"Refusing archive member {name!r}: it would be written outside {dest} (to {p})")
+    if p == root and not is_dir: raise ValueError(f"Refusing archive member {name!r}: it would replace {dest}")
+    return p
+
+def _link_target(rf, info):
+    "Target of symlink member `info` of RarFile `rf`"
+    if getattr(info, 'file_redir', None): return info.file_redir[2]
+    return rf.read(info).decode('utf8', 'replace')
+
+def unrar(fname,       # A .rar archive
+          dest=None,   # Folder to extract into (default: beside the archive, named after it)
+          force=False, # Extract again even if `dest` exists
+         )->Path:
+    "Extract `fname` into `dest` like `untar_data`: atomically, skipped if done, refusing members that escape `dest`"
+    try: import rarfile
+    except ImportError as e:
+        raise ImportError("`unrar` needs the `rarfile` package: `pip install rarfile` (or `pip install fastai_seq[rar]`). "
+                          "Compressed archives also need an `unrar`, `unar`, `7z` or `bsdtar` binary "
+                          "(e.g. `apt install unrar` or `apt install libarchive-tools`)") from e
+    fname = Path(fname)
+    if not fname.exists(): raise FileNotFoundError(f"{fname}: no such archive")
+    dest = Path(dest) if dest is not None else fname.parent/fname.stem
+    if dest.exists() and not force: return dest
+    with rarfile.RarFile(fname) as rf:
+        infos = rf.infolist()
+        for info in infos:  # check everything before writing anything
+            _safe_member_path(dest, info.filename, is_dir=info.is_dir())
+            if info.is_symlink():
+                t = _link_target(rf, info).replace('\\', '/')
+                if t.startswith('/') or re.match(r'^[A-Za-z]:', t):
+                    raise ValueError(f"Refusing archive member {info.filename!r}: symlink to the absolute path {t!r}")
+                _safe_member_path(dest, str(Path(info.filename.replace('\\', '/')).parent/t), is_dir=True)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.parent/f'.{dest.name}.tmp-{uuid.uuid4().hex[:8]}'
+        try:
+            tmp.mkdir()
+            rf.extractall(tmp)
+            if dest.exists(): shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
+            os.rename(tmp, dest)
+        finally: shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+# ---------------------------------------------------------------------------------------------------------------------
+# UCF101
+
+def _ucf_key(o):
+    "Matching key of a video file or frame folder: its name without video extension, lower case"
+    p = Path(o)
+    return (p.stem if p.suffix.lower() in VIDEO_EXTS else p.name).lower()
+
+def _find_list(path, name):
+    "The split list `name` in `path`, `path/ucfTrainTestlist` or beside `path`"
+    path = Path(path)
+    cands = [path/name, path/'ucfTrainTestlist'/name, path.parent/'ucfTrainTestlist'/name]
+    for f in cands:
+        if f.exists(): return f
+    raise FileNotFoundError(f"UCF101 split list {name} not found in {', '.join(str(c.parent) for c in cands)}. Get the "
+                            "official lists (UCF101TrainTestSplits-RecognitionTask.zip from the UCF101 site) and extract "
+                            "them there (folder `ucfTrainTestlist`)")
+
+def _read_list(f):
+    "Keys of the videos listed in split file `f`"
+    return {_ucf_key(l.split()[0]) for l in Path(f).read_text().splitlines() if l.strip()}
+
+def ucf101_splits(path, # Folder holding `trainlist0N.txt`/`testlist0N.txt` (or `ucfTrainTestlist/`)
+                  fold=1, # Official split 1, 2 or 3
+                 ):
+    "Splitter `items -> (train_idxs, valid_idxs)` from the official UCF101 train/test lists of `fold`"
+    assert fold in (1, 2, 3), f"UCF101 has folds 1, 2 and 3, not {fold}"
+    trf, tef = _find_list(path, f'trainlist0{fold}.txt'), _find_list(path, f'testlist0{fold}.txt')
+    train, test = _read_list(trf), _read_list(tef)
+    def _inner(items):
+        tr, va, miss = [], [], []
+        for i, o in enumerate(items):
+            k = _ucf_key(o)
+            (tr if k in train else va if k in test else miss).append(i)
+        if miss: raise ValueError(f"{len(miss)} of {len(items)} items are in neither {trf} nor {tef}, e.g. {items[miss[0]]}: "
+                                  "are these UCF101 videos (or frame folders named after them)?")
+        return L(tr), L(va)
+    return _inner
+
+_UCF_RE = re.compile(r'^v_(.+)_g(\d+)_c(\d+)$', re.IGNORECASE)
+
+def ucf101_group(path):
+    "Group id `Class_gXX` of a UCF101-style name `v_Class_gXX_cYY` (a video file or frame folder)"
+    p = Path(path)
+    m = _UCF_RE.match(p.stem if p.suffix.lower() in VIDEO_EXTS else p.name)
+    if m is None: raise ValueError(f"{path}: not a UCF101-style name `v_<Class>_g<XX>_c<YY>`; pass "
+                                   "`GroupSplitter(group_func=...)` a function returning the group of an item")
+    return f'{m.group(1)}_g{m.group(2)}'
+
+def GroupSplitter(valid_pct=0.2,           # Fraction of the groups in the validation set
+                  seed=None,               # Random seed (None: follows `set_seed`)
+                  group_func=ucf101_group, # item -> group id
+                 ):
+    "Split `items` at random by group, so the items of one group never straddle train and valid"
+    assert 0 < valid_pct < 1, f"valid_pct must be between 0 and 1, not {valid_pct}"
+    def _inner(items):
+        groups = [group_func(o) for o in items]
+        uniq = sorted(set(groups), key=str)
+        g = torch.Generator().manual_seed(seed) if seed is not None else None
+        perm = torch.randperm(len(uniq), generator=g).tolist()
+        n_valid = min(len(uniq)-1, max(1, round(valid_pct*len(uniq)))) if len(uniq) > 1 else 0
+        valid = {uniq[i] for i in perm[:n_valid]}
+        return L(i for i, o in enumerate(groups) if o not in valid), L(i for i, o in enumerate(groups) if o in valid)
+    return _inner
