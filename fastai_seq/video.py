@@ -27,7 +27,7 @@ def _verr(fn, problem, todo=''):
 
 _REENCODE = "Re-download it, or re-encode it with ffmpeg (e.g. `ffmpeg -i in.avi out.mp4`), or remove it from the dataset"
 
-VIDEO_EXTS = {'.mp4', '.avi', '.mkv', '.mov', '.webm', '.m4v', '.mpg', '.mpeg', '.wmv', '.flv', '.3gp', '.ogv', '.ts'}
+VIDEO_EXTS = {'.mp4', '.avi', '.mkv', '.mov', '.webm', '.m4v', '.mpg', '.mpeg', '.wmv', '.flv', '.3gp', '.ogv', '.m2ts', '.asf'}
 
 class VideoInfo(NamedTuple):
     "What `video_info` returns"
@@ -114,6 +114,7 @@ def _probe(fn, force_decode=False):
         why = None if codec not in _NO_TRUST else f'codec {codec}'
         if why is None and fmt not in _REAL_PTS and codec not in _NO_REORDER: why = f'codec {codec} in {fmt} container'
         if force_decode: why = 'forced'
+        _set_threads(s, 1)
         pts, keys, n_pk, first, err = [], [], 0, None, None
         try:
             for p in c.demux(s):
@@ -129,8 +130,11 @@ def _probe(fn, force_decode=False):
                 elif p.pts is not None: n_pk += 1; why = why or 'empty packet (dropped frame)'
                 # Decode only up to the first output frame: its pts must be the smallest (no frames dropped at the start)
                 if first is None:
-                    fr = p.decode()
+                    try: fr = p.decode()
+                    except Exception as e:
+                        raise _verr(fn, f"its first frame cannot be decoded ({type(e).__name__}: {e})", _REENCODE) from None
                     if fr: first = fr[0]
+        except VideoError: raise
         except Exception as e: err = e
         if err is not None and n_pk == 0:
             raise _verr(fn, f"no video packet can be read ({type(err).__name__}: {err})", _REENCODE)
@@ -238,7 +242,7 @@ def _decode_run(c, s, ix, key, idxs, format, seek, r=None):
     cc = s.codec_context
     skip = cc.name in _SKIP_NONREF
     want, last = set(idxs), idxs[-1]
-    exp, lpts, skippable = (0, None, set()) if not seek else (None, None, set())
+    exp, lpts, skippable, cur = (0 if not seek else None), None, set(), None
     for p in c.demux(s):
         if exp is None:  # first packet after a seek: must be a keyframe we know, at or before the first wanted frame
             if not p.size: raise _Mismatch('nothing to read after seeking')
@@ -248,8 +252,9 @@ def _decode_run(c, s, ix, key, idxs, format, seek, r=None):
             exp, lpts = L, p.pts
         if skip and p.size:  # frames we don't want and nothing refers to need not be decoded at all
             j = ix.find(p.pts)
-            if j is not None and j > exp and j not in want: skippable.add(j); cc.skip_frame = 'NONREF'
-            else: cc.skip_frame = 'DEFAULT'
+            mode = 'NONREF' if j is not None and j > exp and j not in want else 'DEFAULT'
+            if mode == 'NONREF': skippable.add(j)
+            if mode != cur: cc.skip_frame = cur = mode
         for f in p.decode():
             if lpts is not None and f.pts is not None and f.pts < lpts: continue  # leading frames of an open GOP
             j = ix.find(f.pts)
@@ -275,7 +280,7 @@ def _seek_frames(fn, ix, wanted, threads, format):
                     break
                 except _Overshoot:  # the demuxer's index put us too late: try the keyframe before
                     if key == 0: raise _Mismatch('cannot seek to the start') from None
-                    key = ix.key_before(key-1)
+                    key, fresh = ix.key_before(key-1), False
             fresh = False
 
 def _seq_frames(fn, wanted, threads, format):
@@ -326,8 +331,8 @@ def _iter_frames(fn, wanted, threads=None, format='rgb24'):
 def read_frames(fn,              # A video file
                 idxs=None,       # Frame indices (any order, repeats allowed); None for all frames
                 threads=None,    # Decoder threads (None: 1 inside DataLoader workers, else up to 2)
-                format='rgb24',  # Any PyAV pixel format, e.g. 'rgb24' or 'gray'
-               )->np.ndarray:    # uint8 `(len(idxs),H,W,C)`: C=3 for 'rgb24', 1 for 'gray'
+                format='rgb24',  # Pixel format: 'rgb24', 'bgr24' or 'gray'
+               )->np.ndarray:    # uint8 `(len(idxs),H,W,C)`: C=3 for 'rgb24'/'bgr24', 1 for 'gray'
     "Frames `idxs` of video `fn`, decoding only what is needed; pixel-identical to a full PyAV decode"
     ix = _index(fn)
     idxs = np.arange(ix.n_frames) if idxs is None else _check_idxs(fn, ix, idxs)
@@ -490,6 +495,7 @@ def unrar(fname,       # A .rar archive
     if not fname.exists(): raise FileNotFoundError(f"{fname}: no such archive")
     dest = Path(dest) if dest is not None else fname.parent/fname.stem
     if dest.exists() and not force: return dest
+    for t in dest.parent.glob(f'.{dest.name}.tmp-*'): shutil.rmtree(t, ignore_errors=True)  # left by an interrupted run
     with rarfile.RarFile(fname) as rf:
         infos = rf.infolist()
         for info in infos:  # check everything before writing anything
