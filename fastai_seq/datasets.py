@@ -1,6 +1,7 @@
 "Data sources: MNIST digit loading, embedded offline digits, vectorised Moving MNIST and its `DataLoaders`, generated motion videos"
 from __future__ import annotations
 import gzip, struct
+from fractions import Fraction
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
@@ -437,20 +438,60 @@ def _motion_positions(rng, n:int, T:int, dirs:np.ndarray, travel:np.ndarray, spe
     return np.floor(np.where(d!=0, moving, still)).clip(0, travel).astype(np.intp)
 
 def _write_video(fn:Path, frames:np.ndarray, encoder:str, fps:int, crf:int):
-    "Write uint8 gray frames `(T,H,W)` to `fn` with PyAV (yuv420p)"
+    "Write uint8 gray frames `(T,H,W)` to `fn` with PyAV as yuv420p, byte-identical for identical frames"
     import av
     try:
         with av.open(str(fn), 'w') as c:
             st = c.add_stream(encoder, rate=fps)
             st.width,st.height,st.pix_fmt = frames.shape[2], frames.shape[1], 'yuv420p'
-            if encoder in ('libx264', 'libx265'): st.options = {'crf': str(crf), 'preset': 'veryfast'}
+            st.codec_context.thread_count = 1   # reproducible bytes; frames this small gain nothing from threads
+            # x264's macroblock tree reads unset memory on frames this small: without `mbtree=0` the files differ run to run
+            if encoder=='libx264': st.options = {'crf': str(crf), 'preset': 'veryfast', 'x264-params': 'mbtree=0'}
+            elif encoder=='libx265': st.options = {'crf': str(crf), 'preset': 'veryfast'}
             else: st.bit_rate = int(frames.shape[1]*frames.shape[2]*fps*4)   # ~4 bits a pixel: near-lossless at these sizes
-            for f in frames:
-                for p in st.encode(av.VideoFrame.from_ndarray(f, format='gray')): c.mux(p)
+            ys = np.round(16+frames.astype(np.float32)*(219/255)).astype(np.uint8)   # gray to limited-range luma
+            uv = np.full((frames.shape[1]//2, frames.shape[2]), 128, np.uint8)      # neutral chroma: U then V planes
+            for i,y in enumerate(ys):
+                vf = av.VideoFrame.from_ndarray(np.concatenate([y, uv]), format='yuv420p')
+                vf.pts,vf.time_base = i,Fraction(1, fps)
+                for p in st.encode(vf): c.mux(p)
             for p in st.encode(): c.mux(p)
     except Exception as e:
         raise ValueError(f"{fn}: could not write it with encoder {encoder!r} ({type(e).__name__}: {e}). The container "
                          f"{fn.suffix!r} may not take this codec: try codec='h264', ext='.mp4' or codec='mpeg4', ext='.avi'.") from e
+
+def _motion_clips(n_per_class:int, n_frames:int, size:int, classes:list, digits, speed:tuple, noise:float, names:str,
+                  clips_per_group:int, seed:int) -> dict:
+    "The frames `(n,T,size,size)` uint8 of the clips `make_moving_videos` writes, their class indices, names, digits and positions"
+    bad = [c for c in classes if c not in MOTIONS]
+    if bad: raise ValueError(f"Unknown motion classes {bad}: use keys of MOTIONS {list(MOTIONS)}.")
+    if names not in ('class', 'ucf'): raise ValueError(f"names must be 'class' or 'ucf', got {names!r}")
+    if n_frames<2: raise ValueError(f"n_frames must be >= 2 to show any motion, got {n_frames}")
+    digs = embedded_digits() if digits is None else (load_mnist_digits(digits) if isinstance(digits, (str, Path)) else _as_digits(digits))
+    h,w = digs.shape[1:]
+    travel = np.array([size-h, size-w], dtype=float)
+    if speed[0]<=0 or speed[1]<speed[0]: raise ValueError(f"speed must be a range (lo, hi) with 0 < lo <= hi, got {speed}")
+    if speed[1]*(n_frames-1)>travel.min():
+        raise ValueError(f"A digit at {speed[1]} px/frame for {n_frames} frames travels {speed[1]*(n_frames-1):g} px, more than the "
+                         f"{travel.min():g} px a {h}x{w} digit has in {size}x{size} frames: lower speed or n_frames, or raise size.")
+    rng = np.random.default_rng(seed)
+    n = n_per_class*len(classes)
+    cls_i = np.repeat(np.arange(len(classes)), n_per_class)
+    clip_i = np.tile(np.arange(n_per_class), len(classes))
+    group = clip_i//clips_per_group
+    dirs = np.array([MOTIONS[c] for c in classes])[cls_i]
+    pos = _motion_positions(rng, n, n_frames, dirs, travel, speed)
+    if names=='ucf':   # a group shares its digit, like UCF101 clips cut from one video
+        idx = rng.integers(0, len(digs), (len(classes), group.max()+1))[cls_i, group]
+    else: idx = rng.integers(0, len(digs), n)
+    frames = _paste_digits(np.zeros((n, n_frames, size, size), np.uint8), digs, idx[:, None], pos[:, :, None])
+    level = rng.uniform(0.7, 1.0, (n, 1, 1, 1))   # digit brightness, per clip
+    bg = rng.uniform(0, 30, (n, 1, 1, 1))          # background level, per clip
+    frames = np.maximum(frames*level, bg) + rng.normal(0, noise, frames.shape)
+    frames = np.clip(np.round(frames), 0, 255).astype(np.uint8)
+    fnames = [f"v_{''.join(p.title() for p in classes[c].split('_'))}_g{g+1:02d}_c{i%clips_per_group+1:02d}" if names=='ucf'
+              else f"{classes[c]}_{i}" for c,g,i in zip(cls_i, group, clip_i)]
+    return dict(frames=frames, cls=cls_i, names=fnames, idx=idx, pos=pos)
 
 def make_moving_videos(
     dest:str|Path, # Folder to write `dest/<class>/<name><ext>` into
@@ -470,43 +511,13 @@ def make_moving_videos(
     seed:int=0, # Seeds everything drawn: the same files for the same seed
 ) -> Path:
     "Write a folder-per-class set of real video files of a digit moving in each class's direction; a single frame cannot tell the class"
-    dest = Path(dest)
-    classes = list(classes)
-    bad = [c for c in classes if c not in MOTIONS]
-    if bad: raise ValueError(f"Unknown motion classes {bad}: use keys of MOTIONS {list(MOTIONS)}.")
+    dest,classes = Path(dest),list(classes)
     if size%2: raise ValueError(f"size must be even for yuv420p video, got {size}.")
-    if names not in ('class', 'ucf'): raise ValueError(f"names must be 'class' or 'ucf', got {names!r}")
-    if n_frames<2: raise ValueError(f"n_frames must be >= 2 to show any motion, got {n_frames}")
     if not ext.startswith('.'): ext = '.'+ext
     encoder = _encoder(codec)
-    digs = embedded_digits() if digits is None else (load_mnist_digits(digits) if isinstance(digits, (str, Path)) else _as_digits(digits))
-    h,w = digs.shape[1:]
-    travel = np.array([size-h, size-w], dtype=float)
-    if speed[0]<=0 or speed[1]<speed[0]: raise ValueError(f"speed must be a range (lo, hi) with 0 < lo <= hi, got {speed}")
-    if speed[1]*(n_frames-1)>travel.min():
-        raise ValueError(f"A digit at {speed[1]} px/frame for {n_frames} frames travels {speed[1]*(n_frames-1):g} px, more than the "
-                         f"{travel.min():g} px a {h}x{w} digit has in {size}x{size} frames: lower speed or n_frames, or raise size.")
-    rng = np.random.default_rng(seed)
-    n = n_per_class*len(classes)
-    cls_i = np.repeat(np.arange(len(classes)), n_per_class)
-    clip_i = np.tile(np.arange(n_per_class), len(classes))
-    group = clip_i//clips_per_group
-    dirs = np.array([MOTIONS[c] for c in classes])[cls_i]
-    pos = _motion_positions(rng, n, n_frames, dirs, travel, speed)
-    if names=='ucf':   # a group shares its digit, like UCF101 clips cut from one video
-        gdig = rng.integers(0, len(digs), (len(classes), group.max()+1))
-        idx = gdig[cls_i, group]
-    else: idx = rng.integers(0, len(digs), n)
-    frames = _paste_digits(np.zeros((n, n_frames, size, size), np.uint8), digs, idx[:, None], pos[:, :, None])
-    level = rng.uniform(0.7, 1.0, (n, 1, 1, 1))   # digit brightness, per clip
-    bg = rng.uniform(0, 30, (n, 1, 1, 1))          # background level, per clip
-    frames = frames*level + bg*(frames<1) + rng.normal(0, noise, frames.shape)
-    frames = np.clip(np.round(frames), 0, 255).astype(np.uint8)
-    for i in range(n):
-        c = classes[cls_i[i]]
-        name = (f"v_{''.join(p.title() for p in c.split('_'))}_g{group[i]+1:02d}_c{clip_i[i]%clips_per_group+1:02d}"
-                if names=='ucf' else f"{c}_{clip_i[i]}")
-        fn = dest/c/f'{name}{ext}'
+    clips = _motion_clips(n_per_class, n_frames, size, classes, digits, speed, noise, names, clips_per_group, seed)
+    for fr,c,name in zip(clips['frames'], clips['cls'], clips['names']):
+        fn = dest/classes[c]/f'{name}{ext}'
         fn.parent.mkdir(parents=True, exist_ok=True)
-        _write_video(fn, frames[i], encoder, fps, crf)
+        _write_video(fn, fr, encoder, fps, crf)
     return dest
