@@ -83,8 +83,8 @@ def _mpeg4_check(data):
 
 class _Index:
     "Per-file facts: frame count, size, rate, and (if trusted) the exact frame index -> pts map and keyframes"
-    def __init__(self, fn, n_frames, fps, width, height, duration, pts=None, keys=None):
-        store_attr()
+    def __init__(self, fn, n_frames, fps, width, height, duration, pts=None, keys=None, why=None):
+        store_attr()  # why: the reason the packets are not trusted (then frames are read by decoding from the start)
         self.seekable = pts is not None
 
     def info(self): return VideoInfo(self.n_frames, self.fps, self.width, self.height, self.duration)
@@ -115,7 +115,8 @@ def _probe(fn, force_decode=False):
         if why is None and fmt not in _REAL_PTS and codec not in _NO_REORDER: why = f'codec {codec} in {fmt} container'
         if force_decode: why = 'forced'
         _set_threads(s, 1)
-        pts, keys, n_pk, first, err = [], [], 0, None, None
+        count = why is not None  # the packets can't tell: count frames by decoding them all, in this same pass
+        pts, keys, n_pk, n_dec, first, err = [], [], 0, 0, None, None
         try:
             for p in c.demux(s):
                 if p.size:
@@ -128,12 +129,13 @@ def _probe(fn, force_decode=False):
                             if w and not (w == 'B-VOP' and fmt in _REAL_PTS): why = w
                         pts.append(p.pts); keys.append(p.is_keyframe)
                 elif p.pts is not None: n_pk += 1; why = why or 'empty packet (dropped frame)'
-                # Decode only up to the first output frame: its pts must be the smallest (no frames dropped at the start)
-                if first is None:
+                # Else decode only up to the first output frame: its pts must be the smallest (no frame dropped at the start)
+                if count or first is None:
                     try: fr = p.decode()
                     except Exception as e:
-                        raise _verr(fn, f"its first frame cannot be decoded ({type(e).__name__}: {e})", _REENCODE) from None
-                    if fr: first = fr[0]
+                        raise _verr(fn, f"decoding failed at frame {n_dec} ({type(e).__name__}: {e})", _REENCODE) from None
+                    if fr and first is None: first = fr[0]
+                    n_dec += len(fr)
         except VideoError: raise
         except Exception as e: err = e
         if err is not None and n_pk == 0:
@@ -156,8 +158,8 @@ def _probe(fn, force_decode=False):
             return _Index(fn, n, fps, w, h, dur, pts=spts, keys=kidx)
     finally: c.close()
     # Untrusted packets: the frame count is what a full decode yields
-    n = _count_frames(fn)
-    return _Index(fn, n, rate, w, h, n/rate if rate else 0.)
+    n = n_dec if count else _count_frames(fn)
+    return _Index(fn, n, rate, w, h, n/rate if rate else 0., why=why)
 
 def _count_frames(fn):
     "Number of frames a plain full decode of `fn` yields"

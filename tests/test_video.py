@@ -242,7 +242,7 @@ def src(tmp_path):
 
 def test_videos_to_frames(src, tmp_path):
     dest = tmp_path/'frames'
-    outs = videos_to_frames(src, dest, n_workers=2, progress=False)
+    outs = videos_to_frames(src, dest, n_workers=2)  # with its progress bar
     assert sorted(o.relative_to(dest).as_posix() for o in outs) == [
         'Basketball/v_Basketball_g01_c01', 'YoYo/v_YoYo_g01_c01', 'abseiling/abseiling_k400']
     for o in outs:
