@@ -1,1 +1,5 @@
 "Bundled model families; importing this module registers their archs"
+from .convrnn import *
+from .unet import *
+from .phydnet import *
+from .simvp import *
