@@ -51,7 +51,7 @@ class UnetForecaster(Module):
 def unet_split(m:UnetForecaster) -> list:
     "Param groups of a `UnetForecaster`: the encoder body, then the decoder"
     u = m.unet.module
-    return [params(u[0]), params(nn.Sequential(*list(u.children())[1:]))]
+    return [params(u[0]), params(nn.ModuleList(list(u.layers)[1:]))]
 
 @register_arch('unet', task='forecast', splitter=unet_split, lr=3e-3)
 def unet(n_in:int, n_out:int, channels:int, size:tuple=(64,64), **kwargs) -> UnetForecaster:
