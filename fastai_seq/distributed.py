@@ -1,0 +1,188 @@
+"""Multi-process training with fastai's own `learn.distrib_ctx()` on GPUs (NCCL) and CPUs (gloo), and mixed precision on CPU
+
+fastai's distributed code (`fastai/distributed.py`, fastai 2.8) assumes CUDA and NCCL in a few places. Importing this
+module (`from fastai_seq.all import *` does) patches each of them with the smallest change that makes the CPU/gloo path
+work; every patch leaves fastai's behaviour on CUDA/NCCL as it was:
+
+* `DistributedDL._broadcast` put the shared sample order on the GPU (`.cuda()`, "nccl only works with cuda tensors"):
+  it now uses the device the process group's backend needs (the CPU for gloo).
+* `DistributedTrainer` built its `Accelerator` without `cpu=True`, so on a machine without CUDA accelerate saw no device
+  to distribute over and every process trained alone on its shard; and `sync_bn=True` (the default) converts BatchNorm
+  to `SyncBatchNorm`, which only runs on GPUs. Without CUDA it now passes `cpu=True` (gloo), and uses `sync_bn` only
+  when the model is on a GPU.
+* Validation: before each validation pass the model's buffers (BatchNorm running statistics) are broadcast from rank 0,
+  so every rank scores its shard with the same model, the one rank 0 exports. Without `SyncBatchNorm` (on CPUs) each
+  rank's running statistics drift apart after the last training batch.
+* `AvgMetric` (metrics given as functions, e.g. `accuracy`) and `AvgLoss` (the validation loss) averaged the per-rank
+  batch means, counting the samples `DistributedDL` repeats to make the shards equal once more. They now all-reduce
+  sums and counts over the real samples only, so a distributed `validate()` gives the one-process value exactly.
+  `SeqMetric`s (`mse`, `ssim`...) and fastai's `AccumMetric`s were already exact: they gather per-sample values or
+  predictions through `learn.to_detach`, which drops the repeated samples.
+* `setup_distrib` (used by `distrib_ctx(in_notebook=True)`) called `torch.cuda.set_device` and NCCL: without CUDA it
+  now joins a gloo group (`setup_cpu_distrib`).
+* `MixedPrecision` (`to_fp16`, `to_bf16`) always entered CUDA autocast, which on a CPU model only warns and trains in
+  float32: it now autocasts on the device the model is on, so `learn.to_bf16()` is real bfloat16 autocast on a CPU.
+
+Sharding needs nothing from us: `DistributedDL` gives each rank a disjoint, equal slice of one sample order broadcast
+from rank 0 (repeating a few samples at the end when the set does not divide evenly), for training and validation
+alike. `MovingMNIST` training sets are a pure function of `(seed, epoch, chunk)`, so every rank holds the same fresh
+training set each epoch and reads its own slice of it.
+
+After `distrib_ctx` the process group lives on, and fastai gathers tensors across processes whenever `WORLD_SIZE` is
+above 1: run `show_results`, `get_preds` or a one-process `validate` with `on_rank0(...)` (or inside `no_distrib()`),
+never behind a bare `if rank_distrib()==0:`, where the collective would wait forever for the other ranks.
+`learn.export()` already does nothing on ranks other than 0. See `docs/distributed.md` for the recipe.
+"""
+from __future__ import annotations
+import os
+from contextlib import contextmanager
+from functools import wraps
+import torch
+import torch.distributed as dist
+from torch.amp import GradScaler, autocast
+import fastai.distributed as _fd
+from fastai.torch_core import num_distrib, rank_distrib, distrib_barrier, find_bs, apply
+from fastai.learner import AvgMetric, AvgLoss
+from fastai.distributed import DistributedDL, DistributedTrainer
+from fastai.callback.fp16 import MixedPrecision, AMPMode
+
+__all__ = ['comm_device', 'setup_cpu_distrib', 'init_distrib', 'no_distrib', 'on_rank0', 'real_items', 'sync_buffers',
+           'model_device']
+
+def comm_device() -> torch.device:
+    "The device collective tensors must be on: the current GPU for NCCL, else the CPU (gloo, mpi)"
+    if dist.is_available() and dist.is_initialized() and 'nccl' in str(dist.get_backend()):
+        return torch.device('cuda', torch.cuda.current_device())
+    return torch.device('cpu')
+
+def setup_cpu_distrib(
+    backend:str='gloo', # The process group backend for CPU tensors
+) -> bool:
+    "Join the CPU process group of a run started by `torchrun`/`accelerate launch` (env `RANK`, `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`)"
+    if num_distrib()<=1: return False
+    if not dist.is_initialized(): dist.init_process_group(backend=backend, init_method='env://')
+    return True
+
+def init_distrib():
+    "Make sure the process group of a launched run exists (as fastai's `Accelerator` makes it: gloo without CUDA)"
+    if num_distrib()<=1 or dist.is_initialized(): return
+    from accelerate import PartialState
+    PartialState(cpu=not torch.cuda.is_available())
+
+@contextmanager
+def no_distrib():
+    "Inside, this process acts alone: fastai gathers nothing across ranks (`num_distrib()` is 0)"
+    old = os.environ.pop('WORLD_SIZE', None)
+    try: yield
+    finally:
+        if old is not None: os.environ['WORLD_SIZE'] = old
+
+def on_rank0(func, *args, **kwargs):
+    "Run `func(*args, **kwargs)` on rank 0 alone as a single process, the other ranks waiting; its result on rank 0, None elsewhere"
+    init_distrib()
+    res = None
+    try:
+        if rank_distrib()==0:
+            with no_distrib(): res = func(*args, **kwargs)
+    finally: distrib_barrier()
+    return res
+
+def model_device(learn) -> torch.device:
+    "The device of the first parameter of `learn.model`, else that of `learn.dls`, else the CPU"
+    p = next(iter(learn.model.parameters()), None)
+    if p is not None: return p.device
+    return torch.device(getattr(getattr(learn, 'dls', None), 'device', None) or 'cpu')
+
+# ------------------------------------------------------------------------------------------------------ CPU sharding
+@wraps(DistributedDL._broadcast)
+def _broadcast(self, t, rank):
+    "Broadcast the list `t` from `rank` to all ranks, on the device the backend needs (fastai always used CUDA)"
+    t = torch.tensor(t, dtype=torch.long, device=comm_device())
+    dist.broadcast(t, rank)
+    return t.cpu().tolist()
+DistributedDL._broadcast = _broadcast
+
+# ----------------------------------------------------------------------------------------------------- the trainer
+_fastai_dt_init = DistributedTrainer.__init__
+@wraps(_fastai_dt_init)
+def _dt_init(self, sync_bn=True, **kwargs):
+    if not torch.cuda.is_available(): kwargs.setdefault('cpu', True)   # else accelerate forms no group without a GPU
+    _fastai_dt_init(self, sync_bn, **kwargs)
+    if self.sync_bn and self.accelerator.device.type!='cuda': self.sync_bn = False   # `SyncBatchNorm` is GPU-only
+DistributedTrainer.__init__ = _dt_init
+
+def sync_buffers(model, src:int=0):
+    "Broadcast the buffers of `model` (e.g. BatchNorm running statistics) from rank `src` to all ranks"
+    if num_distrib()<=1 or not dist.is_initialized(): return
+    dev = comm_device()
+    with torch.no_grad():
+        for b in getattr(model, 'module', model).buffers():
+            t = b.data.to(dev)
+            dist.broadcast(t, src)
+            if t is not b.data: b.data.copy_(t)
+
+_fastai_dt_before_validate = DistributedTrainer.before_validate
+@wraps(_fastai_dt_before_validate)
+def _dt_before_validate(self):
+    _fastai_dt_before_validate(self)
+    sync_buffers(self.learn.model)
+DistributedTrainer.before_validate = _dt_before_validate
+
+_fastai_setup_distrib = _fd.setup_distrib
+@wraps(_fastai_setup_distrib)
+def _setup_distrib(gpu=None):
+    if torch.cuda.is_available(): return _fastai_setup_distrib(gpu)
+    setup_cpu_distrib()
+_fd.setup_distrib = _setup_distrib
+
+# ------------------------------------------------------------------------------------------ exact gathered averages
+def real_items(learn) -> int|None:
+    "How many samples of the current batch of `learn` are not repeats added by `DistributedDL`; None when not sharded"
+    dl = getattr(learn, '__dict__', {}).get('dl', None)
+    if not isinstance(dl, DistributedDL) or dl.world_size<=1 or not all(hasattr(dl, o) for o in ('i', 'n', 'n_padded')):
+        return None
+    bs = find_bs(learn.yb)
+    start = dl.rank*dl.n_padded//dl.world_size + dl.i - bs   # position of this batch's first sample in the padded order
+    return max(0, min(bs, dl.n - start))
+
+def _head(b, k:int): return apply(lambda x: x[:k] if getattr(x, 'ndim', 0)>0 else x, b)
+
+def _all_reduce_sum(total:float, count:float) -> tuple:
+    t = torch.tensor([total, count], dtype=torch.float64, device=comm_device())
+    dist.all_reduce(t)
+    return t[0].item(), t[1].item()
+
+_fastai_avg_metric_acc = AvgMetric.accumulate
+@wraps(_fastai_avg_metric_acc)
+def _avg_metric_acc(self, learn):
+    k = real_items(learn)
+    if k is None: return _fastai_avg_metric_acc(self, learn)
+    v = float(self.func(_head(learn.pred, k), *_head(learn.yb, k)))*k if k else 0.
+    tot,cnt = _all_reduce_sum(v, k)
+    self.total += tot; self.count += cnt
+AvgMetric.accumulate = _avg_metric_acc
+
+_fastai_avg_loss_acc = AvgLoss.accumulate
+@wraps(_fastai_avg_loss_acc)
+def _avg_loss_acc(self, learn):
+    k = real_items(learn)
+    if k is None: return _fastai_avg_loss_acc(self, learn)
+    bs = find_bs(learn.yb)
+    if k==bs: v = float(learn.loss.mean())*k
+    elif k: # the batch ends with repeats: score the real samples alone
+        with torch.no_grad(): v = float(learn.loss_func(_head(learn.pred, k), *_head(learn.yb, k)).mean())*k
+    else: v = 0.
+    tot,cnt = _all_reduce_sum(v, k)
+    self.total += tot; self.count += cnt
+AvgLoss.accumulate = _avg_loss_acc
+
+# ------------------------------------------------------------------------------------------------- mixed precision
+_fastai_mp_before_fit = MixedPrecision.before_fit
+@wraps(_fastai_mp_before_fit)
+def _mp_before_fit(self):
+    _fastai_mp_before_fit(self)
+    dev = model_device(self.learn)
+    if dev.type!='cuda':   # fastai always autocasts on CUDA, a no-op (with a warning) for a model on the CPU
+        dtype = torch.bfloat16 if self.amp_mode==AMPMode.BF16 else torch.float16
+        self.autocast,self.learn.scaler = autocast(dev.type, dtype=dtype),GradScaler(dev.type, **self.kwargs)
+MixedPrecision.before_fit = _mp_before_fit
