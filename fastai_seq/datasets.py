@@ -147,42 +147,42 @@ def embedded_digits() -> np.ndarray:
     return _embedded_digits().copy()
 
 # --------------------------------------------------------------------------------------------------------------- render
-_BLOCK = 16  # sequences pasted per step: keeps the working set of a step in the CPU cache
+_BLOCK = 32  # sequences pasted per step: keeps the working set of a step in the CPU cache
 
 def _paste_digits(out:np.ndarray, digits:np.ndarray, idx:np.ndarray, pos:np.ndarray) -> np.ndarray:
     "Max-combine `digits[idx[i,k]]` at top-left `pos[i,t,k]` into the zeroed uint8 canvas `out` `(n,T,S,S)`; `idx` -1: no digit"
+    # A digit padded with zeros to the canvas width S and flattened is one run of (h-1)*S+w bytes; written at flat offset
+    # r*S+c of a frame, its rows land at columns c..c+w of rows r..r+h-1 and its padding (zeros) on pixels around them,
+    # which max-combining leaves unchanged. So every (frame, digit) is one contiguous copy, from a source shared by all
+    # the frames of a sequence: no per-pixel indexing.
     n,T,S = out.shape[0], out.shape[1], out.shape[2]
     K,(h,w) = idx.shape[1], digits.shape[1:]
-    ly,lx = S-h, S-w
-    wp = S+lx   # a digit padded with zeros to this width: every horizontal shift is a window of S columns of it
+    run = (h-1)*S+w
     for b in range(0, n, _BLOCK):
         ib = idx[b:b+_BLOCK]; m = len(ib)
-        pad = np.zeros((m*K, h, wp), np.uint8)
-        d = digits[ib.clip(0)]; d[ib<0] = 0
-        pad[:, :, lx:lx+w] = d.reshape(m*K, h, w)
-        s0,s1,_ = pad.strides
-        # pv[j, ox] = rows of digit j shifted right by lx-ox, each row S wide: a (h,S) window of `pad`
-        pv = as_strided(pad, (m*K, lx+1, h, S), (s0, 1, s1, 1), writeable=False)
+        src = np.zeros((m, K, h, S), np.uint8)
+        src[..., :w] = digits[ib.clip(0)]
+        src[ib<0] = 0
+        src = src.reshape(m, K, h*S)[..., :run]
         fl = out[b:b+m].reshape(m*T, S*S)
-        # cv[f, r] = rows r..r+h of frame f, one contiguous run of h*S bytes
-        cv = as_strided(fl, (m*T, ly+1, h*S), (fl.strides[0], S, 1))
-        fi = np.arange(m*T)
-        p = pos[b:b+m]
+        cv = as_strided(fl, (m*T, S*S-run+1, run), (fl.strides[0], 1, 1))   # cv[f, o]: the run at offset o of frame f
+        fi = np.arange(m*T).reshape(m, T)
+        off = pos[b:b+m, :, :, 0]*S + pos[b:b+m, :, :, 1]                     # (m,T,K)
         for k in range(K):
-            rows = pv[np.repeat(np.arange(m)*K+k, T), lx-p[:,:,k,1].ravel()].reshape(m*T, h*S)
-            ri = p[:,:,k,0].ravel()
-            if k==0: cv[fi, ri] = rows   # the canvas is still zero: the full-width rows are the max
+            o = off[:, :, k]
+            if k==0: cv[fi, o] = src[:, None, 0]   # the canvas is still zero: writing the run is the max
             else:
-                cur = cv[fi, ri]
-                cv[fi, ri] = np.maximum(cur, rows, out=cur)
+                cur = cv[fi, o]
+                cv[fi, o] = np.maximum(cur, src[:, None, k], out=cur)
     return out
 
 def _bounce(p:np.ndarray, travel:np.ndarray) -> np.ndarray:
     "Fold unbounded positions `p` (last axis y,x) into `[0,travel]`, reflecting off both ends (a triangle wave)"
-    span = np.where(travel>0, 2*travel, 1.)
+    span = 2*np.where(travel>0, travel, 1.)
     q = np.mod(p, span)
-    q = np.where(q>travel, span-q, q)
-    return np.where(travel>0, q, 0.)
+    np.subtract(span, q, out=q, where=q>travel)
+    if (travel<=0).any(): q[..., travel<=0] = 0.
+    return q
 
 # ---------------------------------------------------------------------------------------------------------- MovingMNIST
 class MovingMNIST:
@@ -241,8 +241,8 @@ class MovingMNIST:
         return _bounce(params['pos'][:, None] + params['vel'][:, None]*t, self.travel)
 
     def positions(self, params:dict, n_frames:int=None) -> np.ndarray:
-        "Integer top-left pixel positions `(n,T,K,2)` of the digits: `floor` of `trajectories`, always inside the canvas"
-        return np.clip(np.floor(self.trajectories(params, n_frames)), 0, self.travel).astype(np.intp)
+        "Integer top-left pixel positions `(n,T,K,2)` of the digits: `trajectories` rounded (half up), always inside the canvas"
+        return (self.trajectories(params, n_frames)+0.5).astype(np.intp)   # in [0.5,travel+0.5]: truncating rounds
 
     def render(self, params:dict, n_frames:int=None, out:np.ndarray=None) -> np.ndarray:
         "The uint8 frames `(n,T,size,size)` of the sequences `params`, overlapping digits combined with max"
@@ -424,18 +424,18 @@ def _encoder(codec:str) -> str:
                      f"Encoders it has include {have}: e.g. codec='mpeg4', ext='.avi'.")
 
 def _motion_positions(rng, n:int, T:int, dirs:np.ndarray, travel:np.ndarray, speed:tuple) -> np.ndarray:
-    "Top-left positions `(n,T,2)` moving by `dirs*s` a frame, never leaving `[0,travel]`, with class-free single frames"
+    "Float positions `(n,T,2)` moving by `dirs*s` a frame and never leaving `[0,travel]` `(n,2)`, with class-free single frames"
     # Along a moving axis, p_t = p0 + d*s*t with p0 uniform where the whole path fits. A still axis takes the position of
     # a random frame of such a path (another speed, a random frame t'), so that pooled over frames every axis, moving or
     # not, has the same distribution for every class: only the change from frame to frame tells the direction.
     t = np.arange(T, dtype=float)[None, :, None]
     s = rng.uniform(*speed, (n, 1, 2))
     ext = s*(T-1)
-    p0 = rng.random((n, 1, 2))*(travel-ext)
+    p0 = rng.random((n, 1, 2))*(travel[:, None]-ext)
     d = dirs[:, None, :].astype(float)
     moving = p0 + np.where(d<0, ext - s*t, s*t)
     still = p0 + s*rng.integers(0, T, (n, 1, 2))
-    return np.floor(np.where(d!=0, moving, still)).clip(0, travel).astype(np.intp)
+    return np.where(d!=0, moving, still)
 
 def _write_video(fn:Path, frames:np.ndarray, encoder:str, fps:int, crf:int):
     "Write uint8 gray frames `(T,H,W)` to `fn` with PyAV as yuv420p, byte-identical for identical frames"
@@ -469,26 +469,35 @@ def _motion_clips(n_per_class:int, n_frames:int, size:int, classes:list, digits,
     if n_frames<2: raise ValueError(f"n_frames must be >= 2 to show any motion, got {n_frames}")
     digs = embedded_digits() if digits is None else (load_mnist_digits(digits) if isinstance(digits, (str, Path)) else _as_digits(digits))
     h,w = digs.shape[1:]
-    travel = np.array([size-h, size-w], dtype=float)
     if speed[0]<=0 or speed[1]<speed[0]: raise ValueError(f"speed must be a range (lo, hi) with 0 < lo <= hi, got {speed}")
-    if speed[1]*(n_frames-1)>travel.min():
+    if speed[1]*(n_frames-1)>size-max(h, w):
         raise ValueError(f"A digit at {speed[1]} px/frame for {n_frames} frames travels {speed[1]*(n_frames-1):g} px, more than the "
-                         f"{travel.min():g} px a {h}x{w} digit has in {size}x{size} frames: lower speed or n_frames, or raise size.")
+                         f"{size-max(h, w)} px a {h}x{w} digit has in {size}x{size} frames: lower speed or n_frames, or raise size.")
     rng = np.random.default_rng(seed)
     n = n_per_class*len(classes)
     cls_i = np.repeat(np.arange(len(classes)), n_per_class)
     clip_i = np.tile(np.arange(n_per_class), len(classes))
     group = clip_i//clips_per_group
     dirs = np.array([MOTIONS[c] for c in classes])[cls_i]
-    pos = _motion_positions(rng, n, n_frames, dirs, travel, speed)
     if names=='ucf':   # a group shares its digit, like UCF101 clips cut from one video
         idx = rng.integers(0, len(digs), (len(classes), group.max()+1))[cls_i, group]
     else: idx = rng.integers(0, len(digs), n)
-    frames = _paste_digits(np.zeros((n, n_frames, size, size), np.uint8), digs, idx[:, None], pos[:, :, None])
-    level = rng.uniform(0.7, 1.0, (n, 1, 1, 1))   # digit brightness, per clip
-    bg = rng.uniform(0, 30, (n, 1, 1, 1))          # background level, per clip
-    frames = np.maximum(frames*level, bg) + rng.normal(0, noise, frames.shape)
-    frames = np.clip(np.round(frames), 0, 255).astype(np.uint8)
+    # The digit's ink, not its empty margin, must stay in the frame: each clip moves within the room its ink box leaves
+    ink_r,ink_c = digs[idx].max(2)>0, digs[idx].max(1)>0
+    first = np.stack([ink_r.argmax(1), ink_c.argmax(1)], -1)                              # (n,2) top, left of the ink
+    last = np.stack([h-1-ink_r[:, ::-1].argmax(1), w-1-ink_c[:, ::-1].argmax(1)], -1)     # bottom, right
+    travel = (size-(last-first+1)).astype(float)
+    ink = _motion_positions(rng, n, n_frames, dirs, travel, speed)                         # top-left of the ink box
+    pos = np.floor(ink+0.5).astype(np.intp).clip(0, travel.astype(np.intp)[:, None])-first[:, None]   # of the digit image
+    m = int(max(first.max(), (np.array([h-1, w-1])-last).max()))   # render with a margin for the image's empty part, then crop
+    big = _paste_digits(np.zeros((n, n_frames, size+2*m, size+2*m), np.uint8), digs, idx[:, None], (pos+m)[:, :, None])
+    frames = big[:, :, m:m+size, m:m+size]
+    level = rng.uniform(0.7, 1.0, (n, 1, 1, 1)).astype(np.float32)   # digit brightness, per clip
+    bg = rng.uniform(0, 30, (n, 1, 1, 1)).astype(np.float32)          # background level, per clip
+    f = frames*level
+    np.maximum(f, bg, out=f)
+    f += rng.standard_normal(f.shape, dtype=np.float32)*np.float32(noise)
+    frames = np.clip(np.rint(f, out=f), 0, 255, out=f).astype(np.uint8)
     fnames = [f"v_{''.join(p.title() for p in classes[c].split('_'))}_g{g+1:02d}_c{i%clips_per_group+1:02d}" if names=='ucf'
               else f"{classes[c]}_{i}" for c,g,i in zip(cls_i, group, clip_i)]
     return dict(frames=frames, cls=cls_i, names=fnames, idx=idx, pos=pos)
@@ -503,7 +512,7 @@ def make_moving_videos(
     fps:int=25, # Frame rate written in the files
     codec:str='h264', # A codec ('h264', 'hevc', 'vp9', ...) or an FFmpeg encoder name ('libx264', 'mpeg4', ...)
     ext:str='.mp4', # Container, by extension ('.mp4', '.avi', '.mkv', ...)
-    speed:tuple=(0.5, 1.5), # Range of the pixels per frame along each moving axis, drawn per clip
+    speed:tuple=(0.5, 1.0), # Range of the pixels per frame along each moving axis, drawn per clip
     noise:float=10., # Standard deviation of the gaussian noise on every frame, in gray levels
     names:str='class', # 'class': `<class>_<i>`; 'ucf': UCF101-like `v_<Class>_gXX_cYY` (the clips of a group share their digit)
     clips_per_group:int=4, # Clips per group with `names='ucf'`
