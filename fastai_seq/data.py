@@ -1,9 +1,9 @@
 "Blocks for sequences: `SeqBlock`, `VideoBlock`, frame samplers, sequence-aware batch transforms, `SeqSplit`, `show_batch`"
 from __future__ import annotations
-import random, warnings
+import json, os, random, tempfile, uuid, warnings, weakref
 from functools import partial
 from pathlib import Path
-import numpy as np, torch
+import av, numpy as np, torch
 from torch import Tensor
 from PIL import Image
 from fastcore.basics import store_attr, patch, listify
@@ -13,18 +13,22 @@ from fastai.imports import dispatch
 from fastai.torch_core import TensorImage, TensorBase, TensorCategory
 from fastai.data.block import TransformBlock
 from fastai.data.transforms import IntToFloatTensor, image_extensions
-from fastai.data.core import get_show_batch_func
+from fastai.data.core import get_show_batch_func, TfmdDL
+from fastai.data.load import SkipItemException
 from fastai.vision.core import PILImage, PILImageBW
 from fastai.vision.augment import RandTransform, PadMode
 from fastai.vision.data import get_grid
 from .core import ImageTuple, ImageSeq, ImageSeqBW, SeqError
 from .video import read_frames, video_info, VideoError, VIDEO_EXTS
 
-__all__ = ['SAMPLERS', 'SHORT_POLICIES', 'sample_indices', 'clip_indices', 'LoadFrames', 'StackFrames', 'IntToFloatSeq', 'SeqBlock',
-           'VideoBlock', 'SeqSplit', 'seq_frames_count', 'show_batch']
+__all__ = ['SAMPLERS', 'SHORT_POLICIES', 'ON_ERROR', 'MAX_PIXELS', 'sample_indices', 'clip_indices', 'SkippedItem',
+           'SkippedItemWarning', 'SkipLog', 'LoadFrames', 'StackFrames', 'IntToFloatSeq', 'SeqDL', 'SeqBlock', 'VideoBlock',
+           'SeqSplit', 'seq_frames_count', 'show_batch']
 
 SAMPLERS = ('uniform', 'random', 'first', 'all', 'auto')
 SHORT_POLICIES = ('loop', 'pad', 'error')
+ON_ERROR = ('raise', 'skip')
+MAX_PIXELS = 8192*8192  # default per-frame limit (width*height) read from a video's stream header or an image's header
 
 def sample_indices(
     n_total:int, # Frames in the clip
@@ -87,23 +91,118 @@ def seq_frames_count(o) -> int:
     if isinstance(o, (str, Path)): return len(_frame_files(Path(o)))
     return len(o)
 
+# ---- Bad input: `on_error='skip'` ----
+# A broken item under `on_error='skip'` raises `SkippedItem` (a fastai `SkipItemException`): `SeqDL`, the loader of
+# `SeqBlock`/`VideoBlock`, replaces it by the next loadable item of the dataset, so batches stay full and labels stay
+# with their inputs; any other fastai `DataLoader` drops it. Every skip is appended to a `SkipLog`, a file shared by
+# the copies of the transform that DataLoader workers hold, so the main process can count them and `SeqDL` warns once
+# per pass over the data with the number of items skipped and their files.
+
+class SkippedItem(SkipItemException):
+    "An item that could not be loaded under `on_error='skip'`; the message names the file and the problem"
+
+class SkippedItemWarning(UserWarning):
+    "Warns about items skipped under `on_error='skip'`"
+
+def _rm_file(fn:str, pid:int):
+    if os.getpid()==pid:  # only the process that made the log removes it, never a DataLoader worker's copy
+        try: os.unlink(fn)
+        except OSError: pass
+
+class SkipLog:
+    "Messages of skipped items, shared across processes (DataLoader workers) through an append-only file"
+    def __init__(self):
+        self.fn = os.path.join(tempfile.gettempdir(), f'fastai_seq_skipped_{os.getpid()}_{uuid.uuid4().hex[:12]}.jsonl')
+        self._fin = weakref.finalize(self, _rm_file, self.fn, os.getpid())
+
+    def __getstate__(self): return {'fn': self.fn}  # pickled copies (spawned workers, exported learners) share the file
+    def __setstate__(self, d): self.fn = d['fn']
+
+    def add(self, msg:str):
+        "Record one skipped item (one `write` of a line: appends from several processes don't interleave)"
+        line = (json.dumps(str(msg)[:4000]) + '\n').encode()
+        fd = os.open(self.fn, os.O_WRONLY|os.O_APPEND|os.O_CREAT, 0o600)
+        try: os.write(fd, line)
+        finally: os.close(fd)
+
+    def read(self) -> list:
+        "All messages recorded so far, by any process"
+        try:
+            with open(self.fn, 'rb') as f: return [json.loads(l) for l in f.read().decode().splitlines() if l.strip()]
+        except FileNotFoundError: return []
+
+    def clear(self):
+        "Forget the recorded messages"
+        _rm_file(self.fn, os.getpid())
+
+    def __len__(self): return len(self.read())
+    def __repr__(self): return f'SkipLog({len(self)} skipped)'
+
+_DIMS, _DIMS_MAX = {}, 65536
+
+def _video_dims(p:Path):
+    "`(width, height)` that the first video stream of `p` declares in its header (nothing decoded); None if unreadable"
+    try: st = p.stat()
+    except OSError: return None
+    if not st.st_size: return None
+    k = (os.path.abspath(p), st.st_size, st.st_mtime_ns)
+    if k not in _DIMS:
+        if len(_DIMS)>=_DIMS_MAX: _DIMS.clear()
+        try:
+            with av.open(str(p), metadata_errors='ignore') as c:
+                vs = c.streams.video
+                _DIMS[k] = (vs[0].codec_context.width, vs[0].codec_context.height) if vs else None
+        except Exception: _DIMS[k] = None  # `video_info` reports what is wrong with the file
+    return _DIMS[k]
+
+def _too_big(fn, w:int, h:int, max_pixels:int, what:str) -> SeqError:
+    return SeqError(f"{fn}: {what} declares {w}x{h} = {w*h:,} pixels per frame, above max_pixels={max_pixels:,}: refusing to "
+                    "decode it. If it is genuine, pass a larger `max_pixels` to the block (None for no limit); otherwise "
+                    "remove the file.")
+
 class LoadFrames(RandTransform):
     "Load the sampled frames of a video file, a frame folder, a list of frames or an array, as an `ImageTuple` or `ImageSeq`"
     split_idx,order = None,0
+    on_error,max_pixels,_probe,_skip_log = 'raise',MAX_PIXELS,False,None  # defaults for transforms pickled before these existed
     def __init__(self,
         n_frames:int=None, # Frames per sample; None for all
         sampler:str='uniform', # 'uniform', 'random', 'first', 'all' or 'auto' (random for training, uniform otherwise)
         short:str='loop', # What a clip shorter than `n_frames` gets: 'loop', 'pad' or 'error'
         stride:int=1, # Step between the frames of a 'random'/'first' window
         channels:int=3, # 1 for grayscale frames, 3 for RGB
+        on_error:str='raise', # A source that cannot be loaded: 'raise' an error naming it, or 'skip' it (see `SeqDL`)
+        max_pixels:int=MAX_PIXELS, # Refuse frames whose header declares more than width*height pixels; None for no limit
     ):
         if sampler not in SAMPLERS: raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
         if short not in SHORT_POLICIES: raise ValueError(f"short must be one of {SHORT_POLICIES}, got {short!r}")
         if channels not in (1,3): raise ValueError(f"channels must be 1 or 3, got {channels}")
+        if on_error not in ON_ERROR: raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         super().__init__()
-        store_attr('n_frames,sampler,short,stride,channels')
+        store_attr('n_frames,sampler,short,stride,channels,on_error,max_pixels')
         self.pil_cls = PILImageBW if channels==1 else PILImage
         self._split,self.clip = None,None  # `clip=(k,n)`: read the k-th of n evenly spread clips (multi-clip evaluation)
+        self._skip_log = SkipLog()
+
+    @property
+    def skip_log(self) -> SkipLog:
+        "Where the items skipped under `on_error='skip'` are recorded, by this process and DataLoader workers"
+        if self._skip_log is None: self._skip_log = SkipLog()
+        return self._skip_log
+
+    @property
+    def skipped(self) -> L:
+        "Messages (file and problem) of the items skipped so far under `on_error='skip'`, in any process"
+        return L(self.skip_log.read())
+
+    @property
+    def n_skipped(self) -> int:
+        "How many items were skipped so far (an item skipped in two epochs or by two workers counts twice)"
+        return len(self.skip_log)
+
+    def setups(self, items):
+        # `TfmdLists.setup` calls this transform on the first training item right after `setups`, only to learn the
+        # output type: under on_error='skip' a broken first item must not stop the `DataBlock` from building
+        self._probe = True
 
     def before_call(self, b, split_idx:int):
         self._split = split_idx
@@ -121,39 +220,77 @@ class LoadFrames(RandTransform):
         img = Image.fromarray(a)
         return self.pil_cls(img.convert('L' if self.channels==1 else 'RGB'))
 
-    def encodes(self, o:str|Path):
-        p = Path(o)
+    def _guard(self, f, o, src):
+        "`f(o)`, turning a failure into an error naming `src` ('raise') or a logged `SkippedItem` ('skip')"
+        probe, self._probe = self._probe and self._split is None, False
+        try: return f(o)
+        except SkipItemException: raise
+        except Exception as e:
+            err = e if isinstance(e, (SeqError, VideoError)) else SeqError(
+                f"{src if src is not None else 'sequence'}: cannot load it ({type(e).__name__}: {e}). Remove or replace it.")
+            if self.on_error=='raise':
+                if err is e: raise
+                raise err from e
+            if probe:  # the output type is all `TfmdLists.setup` needs: the loader replaces this item when it is loaded
+                return ImageTuple(self._pil(np.zeros((8,8,3), np.uint8)) for _ in range(self.n_frames or 1))
+            msg = str(err)
+            self.skip_log.add(msg)
+            warnings.warn(f"on_error='skip': skipping {msg}", SkippedItemWarning)
+            raise SkippedItem(msg) from e
+
+    def encodes(self, o:str|Path): return self._guard(self._load_path, Path(o), o)
+    def encodes(self, o:list|tuple|L): return self._guard(self._load_list, o, None)
+    def encodes(self, o:Tensor|np.ndarray): return self._guard(self._load_array, o, None)
+
+    def _load_path(self, p:Path) -> ImageTuple:
         if _is_video(p):
+            dims = _video_dims(p) if self.max_pixels else None
+            if dims and dims[0]*dims[1]>self.max_pixels: raise _too_big(p, *dims, self.max_pixels, 'its video stream')
             frames = read_frames(p, self.idxs(video_info(p).n_frames, p))
-            return ImageTuple(self._pil(a) for a in frames)
-        fs = _frame_files(p)
-        return self.load_files(fs, p)
+            res = ImageTuple(self._pil(a) for a in frames)
+        else: res = self.load_files(_frame_files(p), p)
+        res.src = str(p)  # named by `StackFrames` if the frames differ in size
+        return res
 
-    def load_files(self, fs, src=None) -> ImageTuple:
-        "Sample and open frame image files"
-        res = []
-        for f in [fs[i] for i in self.idxs(len(fs), src)]:
-            try: img = Image.open(f); img.load()
-            except Exception as e:
-                raise SeqError(f"{f}: cannot read this frame image ({type(e).__name__}: {e}). Remove or replace the file.") from e
-            res.append(self.pil_cls(_to_mode(img, self.channels, f)))
-        return ImageTuple(res)
-
-    def encodes(self, o:list|tuple|L):
+    def _load_list(self, o) -> ImageTuple:
         if not len(o): raise SeqError("An empty list of frames cannot make a sequence.")
         if isinstance(o[0], (str, Path)): return self.load_files(list(o))
         idxs = self.idxs(len(o))
         return ImageTuple(f if isinstance(f, Image.Image) else self._pil(_hwc_uint8(f)) for f in (o[i] for i in idxs))
 
-    def encodes(self, o:Tensor|np.ndarray):
+    def _load_array(self, o) -> ImageSeq:
         x = ImageSeq.create(o)
         return ImageSeq(x[self.idxs(len(x))])
 
-def _to_mode(img:Image.Image, channels:int, fn) -> Image.Image:
-    "Convert any PIL mode (16-bit, CMYK, palette, LA, ...) to 'L' or 'RGB'"
-    if img.mode in ('I;16', 'I;16B', 'I;16L', 'I'):  # 16/32-bit grey: scale to 8 bits instead of clipping
+    def _open(self, f) -> Image.Image:
+        "Open frame image `f`, checking its declared size against `max_pixels` before decoding it"
+        try: img = Image.open(f)
+        except Image.DecompressionBombError as e:
+            raise SeqError(f"{f}: this frame image declares too many pixels to load safely ({e}). If it is genuine, raise "
+                           "`PIL.Image.MAX_IMAGE_PIXELS` and the block's `max_pixels`; otherwise remove the file.") from None
+        except Exception as e:
+            raise SeqError(f"{f}: cannot read this frame image ({type(e).__name__}: {e}). Remove or replace the file.") from e
+        if self.max_pixels and img.width*img.height>self.max_pixels:
+            img.close()
+            raise _too_big(f, img.width, img.height, self.max_pixels, 'this frame image')
+        try: img.load()
+        except Exception as e:
+            raise SeqError(f"{f}: cannot read this frame image ({type(e).__name__}: {e}). Remove or replace the file.") from e
+        return img
+
+    def load_files(self, fs, src=None) -> ImageTuple:
+        "Sample and open frame image files"
+        return ImageTuple(self.pil_cls(_to_mode(self._open(f), self.channels, f)) for f in [fs[i] for i in self.idxs(len(fs), src)])
+
+def _to_mode(img:Image.Image, channels:int, fn=None) -> Image.Image:
+    "Convert any PIL mode (16-bit, 32-bit, float, CMYK, palette, LA, ...) to 'L' or 'RGB'"
+    if img.mode.startswith('I;16') or img.mode in ('I', 'F'):
+        # deep grey: map the full 16-bit range to 8 bits (the same scale for every frame: no per-frame flicker);
+        # 32-bit ints holding only 8-bit values and floats in [0,1] are recognised
         a = np.asarray(img, dtype=np.float32)
-        img = Image.fromarray((a*(255/max(float(a.max()), 1.))).astype(np.uint8))
+        mx = float(a.max()) if a.size else 0.
+        scale = (255 if mx<=1 else 1) if img.mode=='F' else 1/257 if img.mode.startswith('I;16') or mx>255 else 1
+        img = Image.fromarray(np.clip(a*scale, 0, 255).round().astype(np.uint8))
     return img.convert('L' if channels==1 else 'RGB')
 
 def _hwc_uint8(f) -> np.ndarray:
@@ -170,7 +307,10 @@ class StackFrames(ItemTransform):
         if isinstance(o, ImageSeq): return o
         if isinstance(o, ImageTuple):
             shapes = {tuple(t.shape) for t in o}
-            if len(shapes)>1: raise SeqError(f"Frames of one sequence differ in size {sorted(shapes)[:3]}: add `item_tfms=Resize(...)`.")
+            if len(shapes)>1:
+                src = getattr(o, 'src', None)
+                raise SeqError(f"{src+': the f' if src else 'F'}rames of one sequence differ in size {sorted(shapes)[:3]}: "
+                               "add `item_tfms=Resize(...)`, or make the frames one size.")
             return self.cls(torch.stack([TensorBase(t) for t in o]))
         return o
     def encodes(self, b): return type(b)(self._stack(o) for o in b) if isinstance(b, (tuple, list)) else self._stack(b)
@@ -179,6 +319,45 @@ class IntToFloatSeq(IntToFloatTensor):
     "`IntToFloatTensor` that leaves float sequences (already in [0,1]) alone"
     def encodes(self, o:ImageSeq): return o if o.is_floating_point() else o.float().div_(self.div)
 
+def _load_tfms(dataset) -> list:
+    "The `LoadFrames` transforms of a `Datasets`/`TfmdLists`"
+    tls = getattr(dataset, 'tls', [dataset])
+    return [f for tl in tls for f in getattr(getattr(tl, 'tfms', None), 'fs', []) if isinstance(f, LoadFrames)]
+
+class SeqDL(TfmdDL):
+    "A `TfmdDL` that replaces items skipped under `on_error='skip'` by the next loadable item and warns once per pass"
+    def create_item(self, s):
+        "Item `s`, or, if it was skipped, the first loadable item after it (with its own label)"
+        try: return super().create_item(s)
+        except SkippedItem as e:
+            if not self.indexed: raise
+            bad = self.__dict__.setdefault('_bad', set())  # per process: a DataLoader worker tries a broken item once
+            n, i = len(self.dataset), s or 0
+            bad.add(i)
+            for k in range(1, n):
+                j = (i+k)%n
+                if j in bad: continue
+                try: return super().create_item(j)
+                except SkippedItem: bad.add(j)
+            raise SeqError(f"None of the {n} items of this dataset could be loaded (on_error='skip' replaces a broken item "
+                           f"by another one), e.g. {e}") from None
+
+    def before_iter(self):
+        super().before_iter()
+        self._skip_start = [len(f.skip_log) for f in _load_tfms(self.dataset)]
+
+    def after_iter(self):
+        "Warn once about the items skipped during this pass, in the main process (workers log them to a shared file)"
+        super().after_iter()
+        tfms, start = _load_tfms(self.dataset), getattr(self, '_skip_start', None)
+        if start is None or len(start)!=len(tfms): return
+        msgs = list(dict.fromkeys(m for f,n0 in zip(tfms, start) for m in f.skip_log.read()[n0:]))  # unique, in order
+        self.skipped = L(msgs)
+        if msgs:
+            warnings.warn(f"{len(msgs)} of {len(self.dataset)} items could not be loaded and were replaced by other items in "
+                          "this pass (on_error='skip'):\n" + '\n'.join(f'  {m}' for m in msgs[:20]) +
+                          (f'\n  ... and {len(msgs)-20} more (see `dl.skipped`)' if len(msgs)>20 else ''), SkippedItemWarning)
+
 def SeqBlock(
     cls=ImageSeq, # `ImageSeq` (RGB) or `ImageSeqBW` (grayscale)
     n_frames:int=None, # Frames per sample; None keeps them all
@@ -186,11 +365,13 @@ def SeqBlock(
     short:str='loop', # What a sequence shorter than `n_frames` gets: 'loop', 'pad' or 'error'
     stride:int=1, # Step between the frames of a 'random'/'first' window
     channels:int=None, # 1 or 3; by default from `cls`
+    on_error:str='raise', # A sequence that cannot be loaded: 'raise' an error naming it, or 'skip' it with a warning
+    max_pixels:int=MAX_PIXELS, # Refuse frame images whose header declares more pixels than this; None for no limit
 ):
     "A `TransformBlock` for sequences given as a folder of frames, a list of frame paths or a tensor"
     channels = channels or (1 if issubclass(cls, ImageSeqBW) else 3)
-    return TransformBlock(type_tfms=LoadFrames(n_frames, sampler, short, stride, channels),
-                          item_tfms=StackFrames(cls), batch_tfms=IntToFloatSeq)
+    return TransformBlock(type_tfms=LoadFrames(n_frames, sampler, short, stride, channels, on_error, max_pixels),
+                          item_tfms=StackFrames(cls), batch_tfms=IntToFloatSeq, dl_type=SeqDL)
 
 def VideoBlock(
     n_frames:int=8, # Frames per clip
@@ -199,10 +380,12 @@ def VideoBlock(
     stride:int=1, # Step between the frames of a 'random'/'first' window
     channels:int=3, # 1 for grayscale, 3 for RGB
     cls=ImageSeq, # The batch type
+    on_error:str='raise', # A video that cannot be decoded: 'raise' an error naming it, or 'skip' it with a warning
+    max_pixels:int=MAX_PIXELS, # Refuse videos whose stream header declares more pixels per frame; None for no limit
 ):
     "A `TransformBlock` for video files, decoded with PyAV: only the sampled frames are decoded"
-    return TransformBlock(type_tfms=LoadFrames(n_frames, sampler, short, stride, channels),
-                          item_tfms=StackFrames(cls), batch_tfms=IntToFloatSeq)
+    return TransformBlock(type_tfms=LoadFrames(n_frames, sampler, short, stride, channels, on_error, max_pixels),
+                          item_tfms=StackFrames(cls), batch_tfms=IntToFloatSeq, dl_type=SeqDL)
 
 class SeqSplit:
     "Split one sequence into `n_in` input frames and the next `n_out` target frames: use `.get_x`/`.get_y` in a `DataBlock`"
