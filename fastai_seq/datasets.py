@@ -263,11 +263,16 @@ class MovingMNIST:
         "`n` random sequences as uint8 `(n,n_frames,size,size)`"
         return self.render(self.sample(n, rng), n_frames)
 
+    cache_chunks = 4   # chunks kept in memory: enough for in-order reading and for shuffled validation sets up to 4*chunk
+
     def _chunk(self, split:int, epoch:int, c:int) -> np.ndarray:
-        "Chunk `c` of the training set of `epoch` (`split` 0) or of the validation set (`split` 1), cached"
+        "Chunk `c` of the training set of `epoch` (`split` 0) or of the validation set (`split` 1), from a small LRU cache"
         key = (split, epoch, c)
-        if self._cache.get(split, (None,))[0]!=key: self._cache[split] = (key, self._gen_chunk(*key))
-        return self._cache[split][1]
+        if key in self._cache: self._cache[key] = self._cache.pop(key)   # now the most recently used
+        else:
+            self._cache[key] = self._gen_chunk(*key)
+            while len(self._cache)>self.cache_chunks: self._cache.pop(next(iter(self._cache)))
+        return self._cache[key]
 
     def _gen_chunk(self, split:int, epoch:int, c:int) -> np.ndarray:
         "Generate chunk `c`: its random stream depends only on `seed`, `split`, `epoch` and `c`"
@@ -289,7 +294,7 @@ class MovingMNIST:
     def next_epoch(self):
         "Move on to a fresh training set"
         self.epoch += 1
-        self._cache.pop(0, None)
+        self._cache = {k:v for k,v in self._cache.items() if k[0]==1}
 
     def __getstate__(self):
         d = {**self.__dict__, '_cache': {}}
@@ -442,7 +447,8 @@ def _write_video(fn:Path, frames:np.ndarray, encoder:str, fps:int, crf:int):
     import av
     try:
         with av.open(str(fn), 'w') as c:
-            st = c.add_stream(encoder, rate=fps)
+            rate = Fraction(fps).limit_denominator(1001)
+            st = c.add_stream(encoder, rate=rate)
             st.width,st.height,st.pix_fmt = frames.shape[2], frames.shape[1], 'yuv420p'
             st.codec_context.thread_count = 1   # reproducible bytes; frames this small gain nothing from threads
             # x264's macroblock tree reads unset memory on frames this small: without `mbtree=0` the files differ run to run
@@ -453,7 +459,7 @@ def _write_video(fn:Path, frames:np.ndarray, encoder:str, fps:int, crf:int):
             uv = np.full((frames.shape[1]//2, frames.shape[2]), 128, np.uint8)      # neutral chroma: U then V planes
             for i,y in enumerate(ys):
                 vf = av.VideoFrame.from_ndarray(np.concatenate([y, uv]), format='yuv420p')
-                vf.pts,vf.time_base = i,Fraction(1, fps)
+                vf.pts,vf.time_base = i,1/rate
                 for p in st.encode(vf): c.mux(p)
             for p in st.encode(): c.mux(p)
     except Exception as e:
@@ -509,7 +515,7 @@ def make_moving_videos(
     size:int=64, # Height and width of the frames (even, for yuv420p)
     classes=('left','right','up','down'), # Directions of motion: keys of `MOTIONS`
     digits=None, # Digit images or a path as for `MovingMNIST`; None: the embedded offline digits
-    fps:int=25, # Frame rate written in the files
+    fps:float=25, # Frame rate written in the files
     codec:str='h264', # A codec ('h264', 'hevc', 'vp9', ...) or an FFmpeg encoder name ('libx264', 'mpeg4', ...)
     ext:str='.mp4', # Container, by extension ('.mp4', '.avi', '.mkv', ...)
     speed:tuple=(0.5, 1.0), # Range of the pixels per frame along each moving axis, drawn per clip

@@ -241,6 +241,14 @@ def test_valid_fixed_train_fresh(dls):
     # and training sequences are not validation ones
     assert valid_bytes(dls)==v1
 
+def test_shuffled_reading(dls):
+    "Shuffled loaders read the same validation sequences, in another order"
+    key = lambda b: sorted(hashlib.md5(o.numpy().tobytes()).hexdigest() for o in torch.cat([b_[0] for b_ in b]))
+    ordered = list(dls.valid)
+    shuffled = list(dls.valid.new(shuffle=True))
+    assert key(shuffled)==key(ordered)
+    assert not torch.equal(torch.cat([b[0] for b in shuffled]), torch.cat([b[0] for b in ordered]))
+
 def test_valid_identical_across_processes(dls):
     code = ("import hashlib, torch\nfrom fastai_seq.datasets import moving_mnist_dls\n"
             f"dls = moving_mnist_dls(n_in={N_IN}, n_out={N_OUT}, n_train=24, n_valid=12, bs={BS}, size={SIZE}, seed=0)\n"
