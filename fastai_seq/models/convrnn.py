@@ -9,7 +9,7 @@ from fastai.layers import ConvLayer, NormType, PixelShuffle_ICNR, SelfAttention,
 from ..layers import TimeDistributed
 from ..registry import register_arch
 
-__all__ = ['group_norm', 'check_size', 'frames_last', 'ConvGRUCell', 'ConvLSTMCell', 'ConvRNN', 'UpsampleBlock', 'SubPixelHead', 'ConvGRUNet',
+__all__ = ['group_norm', 'check_size', 'frames_last', 'ChannelsLast', 'ConvGRUCell', 'ConvLSTMCell', 'ConvRNN', 'UpsampleBlock', 'SubPixelHead', 'ConvGRUNet',
            'ConvLSTMNet', 'convrnn_split', 'convgru', 'convlstm']
 
 def group_norm(ch:int, per:int=8) -> nn.GroupNorm:
@@ -29,6 +29,10 @@ def check_size(model:nn.Module, x:Tensor, stride:int):
 def frames_last(x:Tensor) -> Tensor:
     "`x` `(B,T,C,H,W)` laid out so that each frame is channels-last (much faster convs with few channels on CPU)"
     return x.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+
+class ChannelsLast(Module):
+    "Lay `(N,C,H,W)` maps out channels-last (a conv on a 1-channel input cannot tell, and picks the slower layout)"
+    def forward(self, x:Tensor) -> Tensor: return x.contiguous(memory_format=torch.channels_last)
 
 def _zeros(b:int, c:int, h:int, w:int, ref:Tensor) -> Tensor:
     "A channels-last zero state like `ref`"
@@ -123,7 +127,7 @@ class ConvRNN(Module):
             xp = [None]*n_steps
         else:
             b,t,_,h,w = x.shape
-            xp = self.cell.project(x.flatten(0, 1)).unflatten(0, (b, t)).unbind(1)
+            xp = self.cell.project(frames_last(x).flatten(0, 1)).unflatten(0, (b, t)).unbind(1)
             if state is None: state = self.cell.init_state(b, h, w, x)
         outs = []
         for p in xp:

@@ -8,7 +8,7 @@ from fastcore.basics import store_attr
 from fastai.torch_core import Module, params
 from fastai.callback.core import Callback
 from ..registry import register_arch
-from .convrnn import ConvLSTMCell, check_size, frames_last, group_norm
+from .convrnn import ConvLSTMCell, ChannelsLast, check_size, frames_last, group_norm
 
 __all__ = ['moment_matrix', 'kernel_moments', 'PhyCellCell', 'PhyCell', 'ConvLSTMStack', 'PhyDNet', 'phydnet_split',
            'PhyDNetConstraintCallback', 'TeacherForcingCallback', 'phydnet']
@@ -91,7 +91,7 @@ class PhyDNet(Module):
         if patch not in (2, 4): raise ValueError(f"PhyDNet: `patch` must be 2 or 4, got {patch}")
         store_attr('channels,n_out,y_range')
         self.stride, s2, d = patch, patch//2, 2*nf
-        self.enc = nn.Sequential(_conv(channels, nf, 2), _conv(nf, nf), _conv(nf, d, s2))
+        self.enc = nn.Sequential(_conv(channels, nf, 2), ChannelsLast(), _conv(nf, nf), _conv(nf, d, s2))
         self.enc_p, self.enc_r = [nn.Sequential(_conv(d, d), _conv(d, d)) for _ in range(2)]
         self.phycell = PhyCell(d, phy_hidden, phy_ks)
         self.convlstm = ConvLSTMStack(d, lstm_hidden, lstm_ks)

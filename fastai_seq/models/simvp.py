@@ -36,7 +36,7 @@ class SimVPEncoder(Module):
 
     def forward(self, x:Tensor) -> tuple:
         "The latent maps and the first layer's maps (the skip connection)"
-        x = skip = self.enc[0](x)
+        x = skip = self.enc[0](x).contiguous(memory_format=torch.channels_last)
         for l in self.enc[1:]: x = l(x)
         return x, skip
 

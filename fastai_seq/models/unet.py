@@ -7,7 +7,7 @@ from fastai.layers import ConvLayer, ResBlock
 from fastai.vision.models.unet import DynamicUnet
 from ..layers import TimeDistributed
 from ..registry import register_arch
-from .convrnn import check_size, frames_last
+from .convrnn import ChannelsLast, check_size, frames_last
 
 __all__ = ['unet_body', 'UnetForecaster', 'unet_split', 'unet']
 
@@ -16,7 +16,7 @@ def unet_body(
     szs:tuple=(16,32,64,128), # Channels at strides 2, 4, 8, 16...
 ) -> nn.Sequential:
     "A small resnet-style encoder for `DynamicUnet`: a stride-2 stem conv, then a stride-2 `ResBlock` per further halving"
-    return nn.Sequential(ConvLayer(channels, szs[0], stride=2),
+    return nn.Sequential(nn.Sequential(ConvLayer(channels, szs[0], stride=2), ChannelsLast()),
                          *[ResBlock(1, ni, nf, stride=2) for ni,nf in zip(szs[:-1], szs[1:])])
 
 class UnetForecaster(Module):
