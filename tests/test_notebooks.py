@@ -22,9 +22,9 @@ def test_committed_without_outputs(fn):
                        f"--inplace {fn.relative_to(REPO)}`) before committing")
     assert nb['metadata']['kernelspec']['name']=='python3'
 
-def _kernel_env(tmp_path:Path) -> dict:
-    "The test's environment with fast mode on, the shared data located, the inline plot backend, and no stray threads"
-    env = {**os.environ, 'FASTAI_SEQ_FAST': '1', 'PYTHONWARNINGS': 'ignore', 'MPLCONFIGDIR': str(tmp_path/'.mpl')}
+def _kernel_env() -> dict:
+    "The test's environment with fast mode on, the shared data located and the inline plot backend"
+    env = {**os.environ, 'FASTAI_SEQ_FAST': '1'}
     env.pop('MPLBACKEND', None)   # conftest's Agg would hide the figures: let ipykernel draw them, so drawing errors surface
     data = shared_data()
     if data is not None: env['FASTAI_SEQ_TEST_DATA'] = str(data.resolve())
@@ -45,8 +45,9 @@ def test_notebook_runs(fn, tmp_path):
     nb.cells.insert(0, nbformat.v4.new_code_cell(check))
     work = tmp_path/'run'; work.mkdir()
     client = nbclient.NotebookClient(nb, timeout=600, kernel_name='python3', resources={'metadata': {'path': str(work)}})
+    before = sorted((REPO/'nbs').rglob('*'))
     t0 = time.time()
-    try: client.execute(env=_kernel_env(tmp_path))
+    try: client.execute(env=_kernel_env())
     except nbclient.exceptions.CellExecutionError as e:
         msg = re.sub(r'\x1b\[[0-9;]*m', '', str(e))   # the traceback without terminal colours
         pytest.fail(f"{fn.name}: a cell raised an error in fast mode.\n{msg}", pytrace=False)
@@ -56,4 +57,7 @@ def test_notebook_runs(fn, tmp_path):
     assert len(ran)==n_code, f"{fn.name}: {n_code-len(ran)} code cells did not run"
     errs = [o for c in nb.cells if c.cell_type=='code' for o in c.outputs if o.output_type=='error']
     assert not errs, f"{fn.name}: error outputs {[(o.ename, o.evalue) for o in errs]}"
-    assert not list((REPO/'nbs').glob('*.pkl')), "a notebook wrote into the repository's nbs/ folder"
+    n_figs = sum('image/png' in o.get('data', {}) for c in nb.cells if c.cell_type=='code' for o in c.outputs)
+    assert n_figs>=2, f"{fn.name}: {n_figs} figures came out; its plots should show inline"
+    assert sorted((REPO/'nbs').rglob('*'))==before, f"{fn.name} wrote into the repository's nbs/ folder"
+    assert list(work.iterdir()), f"{fn.name} wrote nothing in its working folder: did it run in {work}?"
