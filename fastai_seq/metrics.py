@@ -39,6 +39,7 @@ from fastcore.basics import store_attr
 from fastai.learner import Metric
 from fastai.torch_core import TensorImage
 from fastai.data.transforms import Normalize
+from fastai.data.core import DataLoaders
 from fastai.metrics import top_k_accuracy as _fastai_top_k
 
 __all__ = ['SeqMetric', 'get_norm_stats', 'frame_ssim', 'MSE', 'MAE', 'SSIM', 'PSNR', 'MSEFrame', 'MAEFrame',
@@ -48,7 +49,7 @@ _PSNR_EPS = 1e-10  # mse floor: a perfect frame scores 100 dB instead of inf
 
 def get_norm_stats(dls):
     "`(mean, std)` of the first `Normalize` in the batch transforms of `dls` (a `DataLoaders` or `DataLoader`), else `(None, None)`"
-    dl = getattr(dls, 'valid', dls)
+    dl = dls.valid if isinstance(dls, DataLoaders) else dls  # a `DataLoader` would delegate `.valid` to its dataset
     for f in getattr(getattr(dl, 'after_batch', None), 'fs', []):
         if isinstance(f, Normalize) and f.mean is not None and f.std is not None: return f.mean, f.std
     return None, None

@@ -360,8 +360,19 @@ def get_video_files(path,         # Folder to search
                     recurse=True, # Search subfolders too
                     folders=None, # Only these subfolders (names)
                    )->L:
-    "Video files (any of `VIDEO_EXTS`) in `path`, sorted"
-    return L(sorted(get_files(path, extensions=VIDEO_EXTS, recurse=recurse, folders=folders)))
+    "Video files (any of `VIDEO_EXTS`) in `path`, sorted; a folder reached twice through symlinks (a loop) is walked once"
+    path, folders = Path(path), L(folders)
+    if not recurse: return L(sorted(get_files(path, extensions=VIDEO_EXTS, recurse=False, folders=folders)))
+    res, seen = [], set()
+    for i,(p,d,f) in enumerate(os.walk(path, followlinks=True)):  # fastai's `get_files` would follow a loop until the OS refuses
+        rp = os.path.realpath(p)
+        if rp in seen: d[:] = []; continue
+        seen.add(rp)
+        if i==0 and len(folders): d[:] = [o for o in d if o in folders]
+        else: d[:] = [o for o in d if not o.startswith('.')]
+        if len(folders) and i==0 and '.' not in folders: continue
+        res += [Path(p)/n for n in f if not n.startswith('.') and os.path.splitext(n)[1].lower() in VIDEO_EXTS]
+    return L(sorted(res))
 
 def _shrink(img, size):
     "PIL `img` resized so that its longer side is at most `size`"

@@ -180,8 +180,6 @@ def test_empty_class_folder(video_folder, root):
     with pytest.raises(SeqError, match=r"train/c: this frame folder holds no images"):  # an empty frame folder as a sequence is an error naming it
         LoadFrames(4)(d/'train'/'c')
 
-@pytest.mark.xfail(strict=True, reason="get_video_files (video.py) follows symlink loops through fastai's "
-                   "get_files/os.walk(followlinks=True) and lists each file once per loop level until ELOOP; fix proposed")
 def test_symlink_loop_terminates_without_duplicates(root, video_folder):
     d = root/'loop'
     shutil.copytree(video_folder/'train', d)
