@@ -35,8 +35,11 @@ def test_forecast_train_show_predict_export(mm_dls, tmp_path):
     dec, raw, _ = learn.predict(x)
     assert raw.shape == (3, 1, 32, 32) and torch.isfinite(raw).all()
     learn.model.eval()
-    with torch.no_grad(): direct = learn.model(torch.as_tensor(x)[None].float())[0]
+    xb = mm_dls.test_dl([x]).one_batch()[0]
+    assert xb.shape == (1, 4, 1, 32, 32) and torch.allclose(xb[0], torch.as_tensor(x).float()/255)
+    with torch.no_grad(): direct = learn.model(xb)[0]
     assert torch.allclose(raw, direct, atol=1e-5)
+    assert isinstance(dec, ImageSeq) and dec.shape == (3, 1, 32, 32)  # decoded to 0-255 frames, ready to show
     learn.export('model.pkl')
     learn2 = load_learner(tmp_path/'model.pkl')
     assert torch.allclose(learn2.predict(x)[1], raw, atol=1e-6)
