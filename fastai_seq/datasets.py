@@ -158,31 +158,30 @@ def _paste_digits(out:np.ndarray, digits:np.ndarray, idx:np.ndarray, pos:np.ndar
     n,T,S = out.shape[0], out.shape[1], out.shape[2]
     K,(h,w) = idx.shape[1], digits.shape[1:]
     run = (h-1)*S+w
-    for b in range(0, n, _BLOCK):
-        ib = idx[b:b+_BLOCK]; m = len(ib)
-        src = np.zeros((m, K, h, S), np.uint8)
-        src[..., :w] = digits[ib.clip(0)]
-        src[ib<0] = 0
-        src = src.reshape(m, K, h*S)[..., :run]
-        fl = out[b:b+m].reshape(m*T, S*S)
-        cv = as_strided(fl, (m*T, S*S-run+1, run), (fl.strides[0], 1, 1))   # cv[f, o]: the run at offset o of frame f
-        fi = np.arange(m*T).reshape(m, T)
-        off = pos[b:b+m, :, :, 0]*S + pos[b:b+m, :, :, 1]                     # (m,T,K)
+    src = np.zeros((n, K, h, S), np.uint8)
+    src[..., :w] = digits[idx.clip(0)]
+    src[idx<0] = 0
+    src = src.reshape(n, K, h*S)[..., :run]
+    fl = out.reshape(n*T, S*S)
+    cv = as_strided(fl, (n*T, S*S-run+1, run), (fl.strides[0], 1, 1))   # cv[f, o]: the run at offset o of frame f
+    fi = np.arange(n*T).reshape(n, T)
+    off = pos[..., 0]*S + pos[..., 1]                                     # (n,T,K)
+    for b in range(0, n, _BLOCK):   # a block of sequences at a time, so that the max-combining reads cached memory
+        e = b+_BLOCK
         for k in range(K):
-            o = off[:, :, k]
-            if k==0: cv[fi, o] = src[:, None, 0]   # the canvas is still zero: writing the run is the max
+            if k==0: cv[fi[b:e], off[b:e, :, 0]] = src[b:e, None, 0]   # the canvas is still zero: writing the run is the max
             else:
-                cur = cv[fi, o]
-                cv[fi, o] = np.maximum(cur, src[:, None, k], out=cur)
+                cur = cv[fi[b:e], off[b:e, :, k]]
+                cv[fi[b:e], off[b:e, :, k]] = np.maximum(cur, src[b:e, None, k], out=cur)
     return out
 
 def _bounce(p:np.ndarray, travel:np.ndarray) -> np.ndarray:
-    "Fold unbounded positions `p` (last axis y,x) into `[0,travel]`, reflecting off both ends (a triangle wave)"
+    "Fold unbounded positions `p` (last axis y,x) into `[0,travel]` in place, reflecting off both ends (a triangle wave)"
     span = 2*np.where(travel>0, travel, 1.)
-    q = np.mod(p, span)
-    np.subtract(span, q, out=q, where=q>travel)
-    if (travel<=0).any(): q[..., travel<=0] = 0.
-    return q
+    np.mod(p, span, out=p)
+    np.minimum(p, span-p, out=p)
+    if (travel<=0).any(): p[..., travel<=0] = 0.
+    return p
 
 # ---------------------------------------------------------------------------------------------------------- MovingMNIST
 class MovingMNIST:
@@ -238,11 +237,15 @@ class MovingMNIST:
     def trajectories(self, params:dict, n_frames:int=None) -> np.ndarray:
         "Float top-left positions `(n,T,K,2)` (y,x): constant speed, elastic bounces off the canvas edges, in closed form"
         t = np.arange(n_frames or self.n_frames, dtype=float)[:, None, None]
-        return _bounce(params['pos'][:, None] + params['vel'][:, None]*t, self.travel)
+        p = params['vel'][:, None]*t
+        p += params['pos'][:, None]
+        return _bounce(p, self.travel)
 
     def positions(self, params:dict, n_frames:int=None) -> np.ndarray:
         "Integer top-left pixel positions `(n,T,K,2)` of the digits: `trajectories` rounded (half up), always inside the canvas"
-        return (self.trajectories(params, n_frames)+0.5).astype(np.intp)   # in [0.5,travel+0.5]: truncating rounds
+        q = self.trajectories(params, n_frames)
+        q += 0.5   # in [0.5,travel+0.5]: truncating rounds
+        return q.astype(np.intp)
 
     def render(self, params:dict, n_frames:int=None, out:np.ndarray=None) -> np.ndarray:
         "The uint8 frames `(n,T,size,size)` of the sequences `params`, overlapping digits combined with max"
