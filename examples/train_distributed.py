@@ -52,6 +52,7 @@ def main(
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     from fastai.vision.all import set_seed, rank_distrib, num_distrib
+    from fastai.distributed import teardown_distrib
     from fastai_seq.all import seq_learner, arch_info, make_moving_videos
     from fastai_seq.distributed import on_rank0
     info = arch_info(arch)
@@ -67,7 +68,8 @@ def main(
     else:
         if data is None:   # rank 0 writes the videos while the others wait, then all read them
             data = out/'motion_videos'
-            if not data.exists(): on_rank0(make_moving_videos, data, n_per_class=8 if fast else 48, size=size, seed=seed)
+            if not data.exists(): on_rank0(make_moving_videos, data, n_per_class=8 if fast else 48, n_frames=12 if fast else 16,
+                                                  size=max(size, 48), names='ucf', seed=seed)
         dls = classify_dls(data, bs, size, seed=seed)
     set_seed(seed)   # the same initial weights in every process (DDP also broadcasts rank 0's)
     learn = seq_learner(dls, arch, path=out, model_dir='.')
@@ -88,4 +90,5 @@ def main(
         plt.savefig(out/'results.png', bbox_inches='tight'); plt.close('all')
         print(f"Wrote {out/'model.pkl'} and {out/'results.png'}")
     on_rank0(_save)
+    teardown_distrib()   # leave the process group cleanly (gloo may abort at exit otherwise)
     return res

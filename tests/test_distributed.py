@@ -31,6 +31,7 @@ def _worker(out:Path):
     from fastai.vision.all import (Callback, DataBlock, CategoryBlock, FuncSplitter, parent_label, Resize, set_seed,
                                    rank_distrib, num_distrib)
     from fastai.data.load import DataLoader
+    from fastai.distributed import teardown_distrib, rank0_first
     from fastai.metrics import accuracy
     from fastai_seq.all import TopKAccuracy, moving_mnist_dls, seq_learner, make_moving_videos, VideoBlock, get_video_files
     from fastai_seq.datasets import _stores
@@ -59,6 +60,9 @@ def _worker(out:Path):
         def after_fit(self): state['key'] = None
 
     res = {'rank': rank}
+    # fastai's `rank0_first` (its dummy learner's `distrib_ctx` forms the gloo group): rank 0 runs first, then the others
+    mark = out/'rank0_was_first'
+    res['rank0_first'] = rank0_first(lambda: mark.touch() or 'touched' if rank==0 else mark.exists())
     # ---- forecasting: convgru on Moving MNIST, whose training set is fresh each epoch
     dls = moving_mnist_dls(**FC)
     set_seed(0)
@@ -90,6 +94,7 @@ def _worker(out:Path):
               dist=learn.recorder.values[-1][1:], n_train=len(dls.train_ds), n_valid=len(dls.valid_ds))
     cl['one'] = on_rank0(learn.validate)
     res['classify'] = cl
+    teardown_distrib()
     (out/f'rank{rank}.json').write_text(json.dumps(res, default=lambda o: list(o) if hasattr(o, '__iter__') else float(o)))
 
 # ------------------------------------------------------------------------------------------------------------ tests
@@ -126,6 +131,7 @@ def test_two_processes_gloo(two_ranks):
     assert [r['rank'] for r in two_ranks]==[0, 1]
     assert all(r['backend']=='gloo' for r in two_ranks)
     assert all(r['n_videos_seen_by_rank']==4*CL_PER_CLASS for r in two_ranks)
+    assert [r['rank0_first'] for r in two_ranks]==['touched', True]
 
 @pytest.mark.slow
 @pytest.mark.parametrize('task', ['forecast', 'classify'])
@@ -234,6 +240,11 @@ def test_real_items_counts_padding():
     assert [_real(1, 4, 4), _real(1, 5, 1)]==[4, 0]
     assert [_real(1, 2, 2), _real(1, 4, 2), _real(1, 5, 1)]==[2, 2, 0]
     assert real_items(SimpleNamespace(yb=(torch.zeros(2),)))==None
+
+def test_exported_from_all():
+    "`from fastai_seq.all import *` gives the helpers and so applies the patches"
+    import fastai_seq.all as A, fastai_seq.distributed as D
+    assert all(getattr(A, n, None) is getattr(D, n) for n in D.__all__)
 
 def test_patches_keep_fastai_cuda_path():
     "The patched fastai callables keep their names and docs, and the CPU fallbacks are in place"
