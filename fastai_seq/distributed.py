@@ -1,20 +1,20 @@
 """Multi-process training with fastai's own `learn.distrib_ctx()` on GPUs (NCCL) and CPUs (gloo), and mixed precision on CPU
 
 fastai's distributed code (`fastai/distributed.py`, fastai 2.8) assumes CUDA and NCCL in a few places. Importing this
-module (`from fastai_seq.all import *` does) patches each of them with the smallest change that makes the CPU/gloo path
-work; every patch leaves fastai's behaviour on CUDA/NCCL as it was:
+module (`from fastai_seq.all import *` does) wraps each of them with the smallest change that makes the CPU/gloo path
+work. The CPU fixes do nothing on CUDA/NCCL; the buffer broadcast and the exact averages apply everywhere:
 
 * `DistributedDL._broadcast` put the shared sample order on the GPU (`.cuda()`, "nccl only works with cuda tensors"):
   it now uses the device the process group's backend needs (the CPU for gloo).
-* `DistributedTrainer` built its `Accelerator` without `cpu=True`, so on a machine without CUDA accelerate saw no device
-  to distribute over and every process trained alone on its shard; and `sync_bn=True` (the default) converts BatchNorm
+* `DistributedTrainer` built its `Accelerator` without `cpu=True`, so on a machine without CUDA accelerate chose no
+  distributed mode, did not wrap the model in DDP, and every process would train its own model on its shard; and `sync_bn=True` (the default) converts BatchNorm
   to `SyncBatchNorm`, which only runs on GPUs. Without CUDA it now passes `cpu=True` (gloo), and uses `sync_bn` only
   when the model is on a GPU.
 * Validation: before each validation pass the model's buffers (BatchNorm running statistics) are broadcast from rank 0,
   so every rank scores its shard with the same model, the one rank 0 exports. Without `SyncBatchNorm` (on CPUs) each
   rank's running statistics drift apart after the last training batch.
 * `AvgMetric` (metrics given as functions, e.g. `accuracy`) and `AvgLoss` (the validation loss) averaged the per-rank
-  batch means, counting the samples `DistributedDL` repeats to make the shards equal once more. They now all-reduce
+  batch means, counting the samples `DistributedDL` repeats to make the shards equal. They now all-reduce
   sums and counts over the real samples only, so a distributed `validate()` gives the one-process value exactly.
   `SeqMetric`s (`mse`, `ssim`...) and fastai's `AccumMetric`s were already exact: they gather per-sample values or
   predictions through `learn.to_detach`, which drops the repeated samples.
