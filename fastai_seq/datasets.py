@@ -209,6 +209,7 @@ class MovingMNIST:
         self.travel = np.array([size-h, size-w], dtype=float)
         if speed is None: speed = 0.1*float(self.travel.max())
         if speed<0: raise ValueError(f"speed must be >= 0 pixels per frame, got {speed}")
+        if chunk<1: raise ValueError(f"chunk must be >= 1, got {chunk}")
         store_attr('n_in,n_out,size,seed,speed,chunk')
         self.epoch,self._cache = 0,{}
 
