@@ -241,6 +241,21 @@ def test_real_items_counts_padding():
     assert [_real(1, 2, 2), _real(1, 4, 2), _real(1, 5, 1)]==[2, 2, 0]
     assert real_items(SimpleNamespace(yb=(torch.zeros(2),)))==None
 
+def test_seq_metric_denormalises_inside_distributed_dl():
+    "Under `distrib_ctx` `learn.dl` is a `DistributedDL`: a `SeqMetric` must still find the `Normalize` of the loader inside"
+    from types import SimpleNamespace
+    from fastai.data.transforms import Normalize
+    from fastai.distributed import DistributedDL
+    from fastai_seq.datasets import moving_mnist_dls
+    from fastai_seq.metrics import MSE
+    dls = moving_mnist_dls(n_in=2, n_out=2, n_train=4, n_valid=4, bs=2, size=32)
+    dls.add_tfms([Normalize.from_stats(0.2, 0.3)], 'after_batch')
+    m = MSE()
+    one = m._stats(SimpleNamespace(dls=dls, dl=dls.valid))
+    dist_ = m._stats(SimpleNamespace(dls=dls, dl=DistributedDL(dls.valid, rank=0, world_size=1)))
+    assert one[0] is not None and float(one[0].flatten()[0])==pytest.approx(0.2)
+    assert dist_[0] is not None and torch.equal(dist_[0], one[0]) and torch.equal(dist_[1], one[1])
+
 def test_exported_from_all():
     "`from fastai_seq.all import *` gives the helpers and so applies the patches"
     import fastai_seq.all as A, fastai_seq.distributed as D
