@@ -104,8 +104,20 @@ def model_device(learn) -> torch.device:
     if p is not None: return p.device
     return torch.device(getattr(getattr(learn, 'dls', None), 'device', None) or 'cpu')
 
+def _fastai(f):
+    "fastai's own function under one of our wrappers, so that importing this module again never wraps twice"
+    return getattr(f, '_fastai_seq_orig', f)
+
+def _wrapper(orig):
+    "Like `functools.wraps(orig)`, also remembering `orig` for `_fastai`"
+    def _inner(f):
+        f = wraps(orig)(f)
+        f._fastai_seq_orig = orig
+        return f
+    return _inner
+
 # ------------------------------------------------------------------------------------------------------ CPU sharding
-@wraps(DistributedDL._broadcast)
+@_wrapper(_fastai(DistributedDL._broadcast))
 def _broadcast(self, t, rank):
     "Broadcast the list `t` from `rank` to all ranks, on the device the backend needs (fastai always used CUDA)"
     t = torch.tensor(t, dtype=torch.long, device=comm_device())
@@ -114,8 +126,8 @@ def _broadcast(self, t, rank):
 DistributedDL._broadcast = _broadcast
 
 # ----------------------------------------------------------------------------------------------------- the trainer
-_fastai_dt_init = DistributedTrainer.__init__
-@wraps(_fastai_dt_init)
+_fastai_dt_init = _fastai(DistributedTrainer.__init__)
+@_wrapper(_fastai_dt_init)
 def _dt_init(self, sync_bn=True, **kwargs):
     if not torch.cuda.is_available(): kwargs.setdefault('cpu', True)   # else accelerate forms no group without a GPU
     _fastai_dt_init(self, sync_bn, **kwargs)
@@ -132,15 +144,15 @@ def sync_buffers(model, src:int=0):
             dist.broadcast(t, src)
             if t is not b.data: b.data.copy_(t)
 
-_fastai_dt_before_validate = DistributedTrainer.before_validate
-@wraps(_fastai_dt_before_validate)
+_fastai_dt_before_validate = _fastai(DistributedTrainer.before_validate)
+@_wrapper(_fastai_dt_before_validate)
 def _dt_before_validate(self):
     _fastai_dt_before_validate(self)
     sync_buffers(self.learn.model)
 DistributedTrainer.before_validate = _dt_before_validate
 
-_fastai_setup_distrib = _fd.setup_distrib
-@wraps(_fastai_setup_distrib)
+_fastai_setup_distrib = _fastai(_fd.setup_distrib)
+@_wrapper(_fastai_setup_distrib)
 def _setup_distrib(gpu=None):
     if torch.cuda.is_available(): return _fastai_setup_distrib(gpu)
     setup_cpu_distrib()
@@ -163,8 +175,8 @@ def _all_reduce_sum(total:float, count:float) -> tuple:
     dist.all_reduce(t)
     return t[0].item(), t[1].item()
 
-_fastai_avg_metric_acc = AvgMetric.accumulate
-@wraps(_fastai_avg_metric_acc)
+_fastai_avg_metric_acc = _fastai(AvgMetric.accumulate)
+@_wrapper(_fastai_avg_metric_acc)
 def _avg_metric_acc(self, learn):
     k = real_items(learn)
     if k is None: return _fastai_avg_metric_acc(self, learn)
@@ -173,8 +185,8 @@ def _avg_metric_acc(self, learn):
     self.total += tot; self.count += cnt
 AvgMetric.accumulate = _avg_metric_acc
 
-_fastai_avg_loss_acc = AvgLoss.accumulate
-@wraps(_fastai_avg_loss_acc)
+_fastai_avg_loss_acc = _fastai(AvgLoss.accumulate)
+@_wrapper(_fastai_avg_loss_acc)
 def _avg_loss_acc(self, learn):
     k = real_items(learn)
     if k is None: return _fastai_avg_loss_acc(self, learn)
@@ -203,8 +215,8 @@ def cpu_bf16_conv3d_ok() -> bool:
             if not torch.isfinite(w.grad).all(): return False
     return True
 
-_fastai_mp_before_fit = MixedPrecision.before_fit
-@wraps(_fastai_mp_before_fit)
+_fastai_mp_before_fit = _fastai(MixedPrecision.before_fit)
+@_wrapper(_fastai_mp_before_fit)
 def _mp_before_fit(self):
     dev = model_device(self.learn)
     if dev.type=='cuda': return _fastai_mp_before_fit(self)

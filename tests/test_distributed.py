@@ -259,7 +259,7 @@ def test_seq_metric_denormalises_inside_distributed_dl():
 def test_exported_from_all():
     "`from fastai_seq.all import *` gives the helpers and so applies the patches"
     import fastai_seq.all as A, fastai_seq.distributed as D
-    assert all(getattr(A, n, None) is getattr(D, n) for n in D.__all__)
+    assert all(getattr(getattr(A, n, None), '__module__', None)=='fastai_seq.distributed' for n in D.__all__)
 
 def test_patches_keep_fastai_cuda_path():
     "The patched fastai callables keep their names and docs, and the CPU fallbacks are in place"
@@ -267,7 +267,12 @@ def test_patches_keep_fastai_cuda_path():
     import fastai.distributed as fd
     import fastai_seq.distributed as sd
     assert DistributedDL._broadcast.__name__=='_broadcast' and DistributedTrainer.__init__.__wrapped__ is sd._fastai_dt_init
+    _fastai_init = sd._fastai_dt_init
     assert fd.setup_distrib.__wrapped__ is sd._fastai_setup_distrib
     assert sd.comm_device()==torch.device('cpu')
+    import importlib
+    importlib.reload(sd)   # importing again wraps fastai's functions, not our wrappers
+    assert DistributedTrainer.__init__._fastai_seq_orig is sd._fastai_dt_init is _fastai_init
+    assert DistributedTrainer.__init__.__wrapped__ is _fastai_init and not hasattr(_fastai_init, '_fastai_seq_orig')
 
 if __name__=='__main__': _worker(Path(sys.argv[1]))
