@@ -2,7 +2,7 @@
 from __future__ import annotations
 import os, sys, time
 from pathlib import Path
-from fastcore.script import call_parse, Param
+from fastcore.script import call_parse
 
 __all__ = ['main', 'fast_mode', 'run_forecast', 'run_classify']
 
@@ -58,7 +58,7 @@ def run_classify(arch:str='frames_lstm', data:str=None, epochs:int=None, out:str
     fast = fast_mode()
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     if data is None:
-        data = make_moving_videos(out/'motion_videos', n_per_class=8 if fast else 48, n_frames=16, size=size, seed=seed)
+        data = make_moving_videos(out/'motion_videos', n_per_class=8 if fast else 48, n_frames=16, size=size, names='ucf', seed=seed)
         print(f"Generated motion videos (class = direction of motion) in {data}")
     data = Path(data)
     if not data.exists(): sys.exit(f"--data {data}: no such folder. Give a folder with one sub-folder of videos per class.")
@@ -85,14 +85,14 @@ def run_classify(arch:str='frames_lstm', data:str=None, epochs:int=None, out:str
 
 @call_parse
 def main(
-    task:Param("'forecast' (Moving MNIST frame prediction) or 'classify' (action recognition)", str),
-    arch:Param("Registered arch (default: convgru to forecast, frames_lstm to classify); see list_archs()", str)=None,
-    epochs:Param("Training epochs", int)=None,
-    digits:Param("forecast: MNIST digits (idx/.gz/.npz/png folder) instead of the embedded ones", str)=None,
-    data:Param("classify: a folder with one sub-folder of videos per class (or UCF101 with its split lists)", str)=None,
-    out:Param("Folder for model.pkl and pictures", str)='out',
-    bs:Param("Batch size", int)=None,
-    lr:Param("Maximum learning rate (default: the arch's)", float)=None,
+    task:str, # 'forecast' (Moving MNIST frame prediction) or 'classify' (action recognition)
+    arch:str=None, # Registered arch (default: convgru to forecast, frames_lstm to classify); see list_archs()
+    epochs:int=None, # Training epochs
+    digits:str=None, # forecast: MNIST digits (idx/.gz/.npz/png folder) instead of the embedded ones
+    data:str=None, # classify: a folder with one sub-folder of videos per class (or UCF101 with its split lists)
+    out:str='out', # Folder for model.pkl and pictures
+    bs:int=None, # Batch size
+    lr:float=None, # Maximum learning rate (default: the arch's)
 ):
     "Train a sequence model on an embedded offline default or on your data, print its metrics and save it"
     import matplotlib

@@ -7,3 +7,4 @@ from .metrics import *
 from .registry import *
 from .models import *
 from .learner import *
+from .distributed import *
