@@ -105,9 +105,12 @@ def test_bad_frame_size_is_a_clear_error(arch):
     with pytest.raises(ValueError, match='divisible'): m(torch.rand(1, 4, 1, 18, 18))
 
 def test_convgru_attn_blur_and_sizes():
-    m = build('convgru', attn=True, blur=True, szs=(8,16)).train()
+    m = build('convgru', attn=True, blur=True, szs=(8,16), stem=()).train()
     assert m.stride == 4
     _check_grads(m, torch.rand(2, 4, 1, 12, 20), 3)
+    m = build('convgru', channels=2, szs=(8,), stem=(4,8)).train()
+    assert m.stride == 8
+    _check_grads(m, torch.rand(1, 2, 2, 8, 24), 3)
 
 def test_simvp_incepu_and_unet_options():
     _check_grads(build('simvp', model_type='incepu', N_T=3, hid_T=32).train(), torch.rand(2, 4, 1, 16, 16), 3)

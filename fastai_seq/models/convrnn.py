@@ -171,7 +171,8 @@ class ConvGRUNet(Module):
     def __init__(self,
         channels:int=1, # Channels of the frames
         n_out:int=10, # Number of frames to predict
-        szs:tuple=(16,32,64), # Channels of the stages; each stage halves the resolution
+        szs:tuple=(32,64), # Channels of the recurrent stages; each one halves the resolution first
+        stem:tuple=(16,), # Channels of stride-2 convs before the first recurrent stage (mirrored by upsampling blocks)
         ks:int=3, # Kernel size of the encoder convs
         rnn_ks:int=3, # Kernel size of the ConvGRU cells
         attn:bool=False, # fastai `SelfAttention` in the first (lowest resolution) upsampling block
@@ -180,24 +181,27 @@ class ConvGRUNet(Module):
         norm_type=NormType.Batch, # Norm of the convs (the cells use `GroupNorm`)
         rnn_norm:bool=True, # `GroupNorm` inside the ConvGRU cells
     ):
-        store_attr('channels,n_out,szs')
-        self.stride = 2**len(szs)
-        szs = list(szs)
-        self.convs = nn.ModuleList([TimeDistributed(ConvLayer(ni, nf, ks, stride=2, act_cls=act_cls, norm_type=norm_type))
-                                    for ni,nf in zip([channels]+szs[:-1], szs)])
+        store_attr('channels,n_out,szs,stem')
+        self.stride = 2**(len(stem)+len(szs))
+        szs,stem = list(szs),list(stem)
+        conv = lambda ni,nf: ConvLayer(ni, nf, ks, stride=2, act_cls=act_cls, norm_type=norm_type)
+        up = lambda ni,nf,a=False: UpsampleBlock(ni, nf, blur=blur, attn=a, act_cls=act_cls, norm_type=norm_type)
+        chs = [channels]+stem
+        self.stem_convs = TimeDistributed(nn.Sequential(*[conv(ni, nf) for ni,nf in zip(chs[:-1], chs[1:])]))
+        self.convs = nn.ModuleList([TimeDistributed(conv(ni, nf)) for ni,nf in zip(chs[-1:]+szs[:-1], szs)])
         self.enc_rnns = nn.ModuleList([ConvRNN(ConvGRUCell(nf, nf, rnn_ks, rnn_norm)) for nf in szs])
         # decoder, top (lowest resolution) stage first: the top cell runs on its state alone
         rev = szs[::-1]
         self.dec_rnns = nn.ModuleList([ConvRNN(ConvGRUCell(0 if i==0 else nf, nf, rnn_ks, rnn_norm)) for i,nf in enumerate(rev)])
-        self.ups = nn.ModuleList([TimeDistributed(UpsampleBlock(ni, nf, blur=blur, attn=attn and i==0, act_cls=act_cls,
-                                                                norm_type=norm_type))
-                                  for i,(ni,nf) in enumerate(zip(rev[:-1], rev[1:]))])
-        # the last doubling is a sub-pixel conv straight to the frames: a full-resolution conv costs more than the rest
-        self.head = TimeDistributed(SubPixelHead(szs[0], channels))
+        self.ups = nn.ModuleList([TimeDistributed(up(ni, nf, attn and i==0)) for i,(ni,nf) in enumerate(zip(rev[:-1], rev[1:]))])
+        # then the stem mirrored, its last doubling a sub-pixel conv straight to the frames (a full-resolution conv costs a lot)
+        tail = szs[:1]+stem[::-1]
+        self.head = TimeDistributed(nn.Sequential(*[up(ni, nf) for ni,nf in zip(tail[:-1], tail[1:])],
+                                                  SubPixelHead(tail[-1], channels)))
 
     def encode(self, x:Tensor) -> list:
-        "The last state of each encoder stage"
-        states = []
+        "The last state of each recurrent encoder stage"
+        x,states = self.stem_convs(x),[]
         for conv,rnn in zip(self.convs, self.enc_rnns):
             x,h = rnn(conv(x))
             states.append(h)
@@ -253,13 +257,13 @@ class ConvLSTMNet(Module):
 
 def convrnn_split(m:nn.Module) -> list:
     "Param groups of a `ConvGRUNet`/`ConvLSTMNet`: the encoder, then the decoder/forecaster"
-    enc = [m.convs, m.enc_rnns] if hasattr(m, 'convs') else [m.enc_rnns]
+    enc = [m.stem_convs, m.convs, m.enc_rnns] if hasattr(m, 'convs') else [m.enc_rnns]
     dec = [m.dec_rnns, m.ups, m.head] if hasattr(m, 'ups') else [m.dec_rnns, m.head]
     return [params(nn.ModuleList(enc)), params(nn.ModuleList(dec))]
 
 @register_arch('convgru', task='forecast', splitter=convrnn_split, lr=3e-3)
 def convgru(n_in:int, n_out:int, channels:int, size:tuple=(64,64), **kwargs) -> ConvGRUNet:
-    "ConvGRU encoder/decoder (stride 8); `attn=True` adds self-attention, `blur=True` blurred pixel-shuffle upsampling"
+    "ConvGRU encoder/decoder (stride 8: a stride-2 conv stem, ConvGRUs at 1/4 and 1/8); `attn=True` adds self-attention, `blur=True` blurred pixel-shuffle upsampling"
     return ConvGRUNet(channels=channels, n_out=n_out, **kwargs)
 
 @register_arch('convlstm', task='forecast', splitter=convrnn_split, lr=1e-3)
