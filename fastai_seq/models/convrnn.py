@@ -9,8 +9,8 @@ from fastai.layers import ConvLayer, NormType, PixelShuffle_ICNR, SelfAttention,
 from ..layers import TimeDistributed
 from ..registry import register_arch
 
-__all__ = ['group_norm', 'check_size', 'frames_last', 'ChannelsLast', 'ConvGRUCell', 'ConvLSTMCell', 'ConvRNN', 'UpsampleBlock', 'SubPixelHead', 'ConvGRUNet',
-           'ConvLSTMNet', 'convrnn_split', 'convgru', 'convlstm']
+__all__ = ['ConvGRUCell', 'ConvLSTMCell', 'ConvRNN', 'UpsampleBlock', 'SubPixelHead', 'ConvGRUNet',
+           'ConvLSTMNet', 'convrnn_split']
 
 def group_norm(ch:int, per:int=8) -> nn.GroupNorm:
     "A `GroupNorm` over `ch` channels with about `per` channels per group"

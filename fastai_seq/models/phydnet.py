@@ -11,7 +11,7 @@ from ..registry import register_arch
 from .convrnn import ConvLSTMCell, ChannelsLast, check_size, frames_last, group_norm
 
 __all__ = ['moment_matrix', 'kernel_moments', 'PhyCellCell', 'PhyCell', 'ConvLSTMStack', 'PhyDNet', 'phydnet_split',
-           'PhyDNetConstraintCallback', 'TeacherForcingCallback', 'phydnet']
+           'PhyDNetConstraintCallback', 'TeacherForcingCallback']
 
 def moment_matrix(ks:int) -> Tensor:
     "`M[i,j] = (j-(ks-1)//2)**i / i!`: maps a 1-D kernel of size `ks` to its moments (K2M of the paper)"

@@ -10,7 +10,7 @@ from ..registry import register_arch
 from .convrnn import check_size, frames_last
 
 __all__ = ['ConvSC', 'SimVPEncoder', 'SimVPDecoder', 'GroupConv2d', 'GInceptionST', 'MidIncepNet', 'LargeKernelAttention',
-           'SpatialAttention', 'MixMlp', 'GASubBlock', 'MetaBlock', 'MidMetaNet', 'SimVP', 'simvp_split', 'simvp']
+           'SpatialAttention', 'MixMlp', 'GASubBlock', 'MetaBlock', 'MidMetaNet', 'SimVP', 'simvp_split']
 
 def _samplings(n:int) -> list:
     "Which of `n` stages change the resolution: every second one, starting with the second"

@@ -9,7 +9,7 @@ from ..layers import TimeDistributed
 from ..registry import register_arch
 from .convrnn import ChannelsLast, check_size, frames_last
 
-__all__ = ['unet_body', 'UnetForecaster', 'unet_split', 'unet']
+__all__ = ['unet_body', 'UnetForecaster', 'unet_split']
 
 def unet_body(
     channels:int, # Channels of the frames
