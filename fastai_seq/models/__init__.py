@@ -3,3 +3,4 @@ from .convrnn import *
 from .unet import *
 from .phydnet import *
 from .simvp import *
+from .classify import *
