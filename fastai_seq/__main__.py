@@ -3,12 +3,9 @@ from __future__ import annotations
 import os, sys, time
 from pathlib import Path
 from fastcore.script import call_parse
+from .core import fast_mode
 
 __all__ = ['main', 'fast_mode', 'run_forecast', 'run_classify']
-
-def fast_mode() -> bool:
-    "True when `FASTAI_SEQ_FAST` is set (to anything but 0/false): tiny data and one short epoch, for tests and CI"
-    return os.environ.get('FASTAI_SEQ_FAST', '').lower() not in ('', '0', 'false', 'no')
 
 def _print_metrics(learn, title:str):
     names = [m.name for m in learn.metrics]

@@ -1,6 +1,6 @@
 "Sequence types: `ImageTuple` (frames as PIL images), `ImageSeq` (a `(T,C,H,W)` tensor), `Path.ls_sorted`, strips and GIFs"
 from __future__ import annotations
-import re
+import os, re
 from pathlib import Path
 import numpy as np, torch
 from PIL import Image
@@ -11,8 +11,12 @@ from fastai.torch_core import TensorImage, TensorImageBW, TensorBase, show_image
 from fastai.data.transforms import image_extensions
 from fastai.vision.core import PILImage, PILImageBW, image2tensor
 
-__all__ = ['natural_key', 'ImageTuple', 'ImageSeq', 'ImageSeqBW', 'frames_strip', 'show_frames', 'save_gif',
+__all__ = ['fast_mode', 'natural_key', 'ImageTuple', 'ImageSeq', 'ImageSeqBW', 'frames_strip', 'show_frames', 'save_gif',
            'SeqError']
+
+def fast_mode() -> bool:
+    "True when `FASTAI_SEQ_FAST` is set (to anything but 0/false): tiny data and short training, for tests, CI and tutorials"
+    return os.environ.get('FASTAI_SEQ_FAST', '').lower() not in ('', '0', 'false', 'no')
 
 class SeqError(ValueError):
     "A sequence source that cannot be read: the message names the file and says what to do"
