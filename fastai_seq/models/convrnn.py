@@ -153,16 +153,18 @@ class UpsampleBlock(Module):
     def forward(self, x): return self.conv(self.shuf(x))
 
 class SubPixelHead(nn.Sequential):
-    "A 3x3 conv to `nf*scale**2` channels (ICNR init) and a pixel shuffle: features to frames `scale` times larger"
+    "A 3x3 conv to `nf*scale**2` channels and a pixel shuffle: features to frames `scale` times larger"
     def __init__(self,
         ni:int, # Input channels
         nf:int, # Output channels (the frames' channels)
         scale:int=2, # Upsampling factor
         ks:int=3, # Kernel size
+        zero:bool=True, # Zero init, so training starts from blank predictions (much faster early on); else ICNR init
     ):
         conv = nn.Conv2d(ni, nf*scale**2, ks, padding=ks//2)
         with torch.no_grad():
-            conv.weight.copy_(icnr_init(conv.weight, scale=scale))
+            if zero: conv.weight.zero_()
+            else: conv.weight.copy_(icnr_init(conv.weight, scale=scale))
             conv.bias.zero_()
         super().__init__(conv, nn.PixelShuffle(scale))
 
@@ -237,6 +239,8 @@ class ConvLSTMNet(Module):
         self.dec_rnns = nn.ModuleList([ConvRNN(ConvLSTMCell(0 if i==0 else ni, nh, ks, norm))
                                        for i,(ni,nh) in enumerate(zip(ins, hidden))])
         self.head = TimeDistributed(nn.Conv2d(sum(hidden), pc, 1))
+        # zero init: training starts from blank predictions, much faster early on
+        nn.init.zeros_(self.head.module.weight); nn.init.zeros_(self.head.module.bias)
 
     def forward(self, x:Tensor) -> Tensor:
         "Predict `(B,n_out,C,H,W)` from `(B,T,C,H,W)`"
