@@ -52,7 +52,8 @@ def seq_learner(
     if info is not None:
         if info.splitter is not None: lrn_kw.setdefault('splitter', info.splitter)
         for k,v in info.defaults.items():
-            if k in _learner_args: lrn_kw.setdefault(k, v)
+            if k=='cbs': lrn_kw['cbs'] = L(v) + L(lrn_kw.get('cbs'))  # the arch's callbacks (e.g. PhyDNet's constraint) stay
+            elif k in _learner_args: lrn_kw.setdefault(k, v)
         if normalize and info.stats is not None and pretrained and _find_normalize(dls) is None:
             dls.add_tfms([Normalize.from_stats(*info.stats)], 'after_batch')
     if loss_func is None: loss_func = MSELossFlat() if task=='forecast' else CrossEntropyLossFlat()

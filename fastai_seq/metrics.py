@@ -165,53 +165,28 @@ class SeqMetric(Metric):
 
     def __repr__(self): return f'{self.__class__.__name__}({self.name}, mean={self.mean}, std={self.std}, clamp={self.clamp})'
 
-def MSE(mean=None, # Normalisation mean to undo (None: that of the learner's `Normalize`, if any)
+def _metric_factory(func, name:str, clamp:bool, doc:str):
+    "A factory of `SeqMetric`s computing `func`, with this module's defaults for `name` and `clamp`"
+    def _factory(
+        mean=None, # Normalisation mean to undo (None: that of the learner's `Normalize`, if any)
         std=None, # Normalisation std to undo
-        clamp:bool=False, # Clip predictions to [0,1]
+        clamp:bool=clamp, # Clip predictions to [0,1]
         denorm:bool=True, # Without `mean`/`std`, undo the learner's `Normalize`
-        name:str='mse'):
-    "Mean squared error per pixel on [0,1] frames"
-    return SeqMetric(_mse, name, mean, std, clamp, denorm)
+        name:str=name, # The metric's name in the results table
+    ) -> SeqMetric: return SeqMetric(func, name, mean, std, clamp, denorm)
+    _factory.__doc__ = doc
+    _factory.__name__ = _factory.__qualname__ = {'mse':'MSE', 'mae':'MAE', 'mse_frame':'MSEFrame', 'mae_frame':'MAEFrame',
+                                                  'ssim':'SSIM', 'psnr':'PSNR'}[name]
+    return _factory
 
-def MAE(mean=None, # Normalisation mean to undo (None: that of the learner's `Normalize`, if any)
-        std=None, # Normalisation std to undo
-        clamp:bool=False, # Clip predictions to [0,1]
-        denorm:bool=True, # Without `mean`/`std`, undo the learner's `Normalize`
-        name:str='mae'):
-    "Mean absolute error per pixel on [0,1] frames"
-    return SeqMetric(_mae, name, mean, std, clamp, denorm)
-
-def MSEFrame(mean=None, # Normalisation mean to undo (None: that of the learner's `Normalize`, if any)
-        std=None, # Normalisation std to undo
-        clamp:bool=False, # Clip predictions to [0,1]
-        denorm:bool=True, # Without `mean`/`std`, undo the learner's `Normalize`
-        name:str='mse_frame'):
-    "Squared error summed over the `C*H*W` values of each frame, averaged over frames (the literature's MSE)"
-    return SeqMetric(_mse_frame, name, mean, std, clamp, denorm)
-
-def MAEFrame(mean=None, # Normalisation mean to undo (None: that of the learner's `Normalize`, if any)
-        std=None, # Normalisation std to undo
-        clamp:bool=False, # Clip predictions to [0,1]
-        denorm:bool=True, # Without `mean`/`std`, undo the learner's `Normalize`
-        name:str='mae_frame'):
-    "Absolute error summed over the `C*H*W` values of each frame, averaged over frames (the literature's MAE)"
-    return SeqMetric(_mae_frame, name, mean, std, clamp, denorm)
-
-def SSIM(mean=None, # Normalisation mean to undo (None: that of the learner's `Normalize`, if any)
-        std=None, # Normalisation std to undo
-        clamp:bool=True, # Clip predictions to [0,1]
-        denorm:bool=True, # Without `mean`/`std`, undo the learner's `Normalize`
-        name:str='ssim'):
-    "Structural similarity (Gaussian window 11, sigma 1.5, data range 1) of each frame, averaged"
-    return SeqMetric(_ssim, name, mean, std, clamp, denorm)
-
-def PSNR(mean=None, # Normalisation mean to undo (None: that of the learner's `Normalize`, if any)
-        std=None, # Normalisation std to undo
-        clamp:bool=True, # Clip predictions to [0,1]
-        denorm:bool=True, # Without `mean`/`std`, undo the learner's `Normalize`
-        name:str='psnr'):
-    "Peak signal-to-noise ratio `10*log10(1/mse)` of each frame (peak 1), averaged"
-    return SeqMetric(_psnr, name, mean, std, clamp, denorm)
+MSE = _metric_factory(_mse, 'mse', False, "Mean squared error per pixel on [0,1] frames")
+MAE = _metric_factory(_mae, 'mae', False, "Mean absolute error per pixel on [0,1] frames")
+MSEFrame = _metric_factory(_mse_frame, 'mse_frame', False,
+    "Squared error summed over the `C*H*W` values of each frame, averaged over frames (the literature's MSE)")
+MAEFrame = _metric_factory(_mae_frame, 'mae_frame', False,
+    "Absolute error summed over the `C*H*W` values of each frame, averaged over frames (the literature's MAE)")
+SSIM = _metric_factory(_ssim, 'ssim', True, "Structural similarity (Gaussian window 11, sigma 1.5, data range 1) of each frame, averaged")
+PSNR = _metric_factory(_psnr, 'psnr', True, "Peak signal-to-noise ratio `10*log10(1/mse)` of each frame (peak 1), averaged")
 
 mse,mae,ssim,psnr,mse_frame,mae_frame = MSE(),MAE(),SSIM(),PSNR(),MSEFrame(),MAEFrame()
 
