@@ -13,8 +13,9 @@ class TimeBudget(Callback):
     def __init__(self, budget:float): self.budget = budget
     def before_fit(self): self.t0, self.n = time.perf_counter(), 0
     def after_batch(self):
-        if self.training: self.n += self.x.shape[0]
-        if self.training and time.perf_counter()-self.t0 > self.budget: raise CancelFitException()
+        if not self.learn.training: return
+        self.n += self.learn.xb[0].shape[0]
+        if time.perf_counter()-self.t0 > self.budget: raise CancelFitException()
 
 def _baselines(dls):
     "mse_frame and ssim of copy-last-frame and blank predictions over the validation set"
