@@ -200,54 +200,97 @@ def frames_lstm(
     enc = _frames_encoder(channels, size, pretrained, body, pool, n_kp, grid, cut, bn)
     return FramesLSTM(enc, n_classes, hidden, n_layers, bidir, diff, lin_ftrs, ps)
 
+def _coords(x:Tensor) -> Tensor:
+    "Three channels holding each pixel's x, y and t in [-1,1], shaped like one channel of `x` `(B,T,1,H,W)`"
+    b,t,_,h,w = x.shape
+    lin = lambda n: torch.linspace(-1, 1, n, device=x.device, dtype=x.dtype)
+    g = torch.stack(torch.meshgrid(lin(t), lin(h), lin(w), indexing='ij'))  # (3,T,H,W): t, y, x
+    return g.flip(0).transpose(0, 1)[None].expand(b, -1, -1, -1, -1)
+
+def _prev_diff(x:Tensor) -> Tensor:
+    "Append to each frame of `(B,T,C,H,W)` its change from the previous frame (zero for the first): `(B,T,2C,H,W)`"
+    return torch.cat([x, x-torch.cat([x[:,:1], x[:,:-1]], 1)], 2)
+
+def _size_error(h:int, w:int, patch_size:int) -> ValueError:
+    "The error for frames whose sides `patch_size` does not divide"
+    fix = max(patch_size, round(h/patch_size)*patch_size)
+    return ValueError(f"timesformer: frames of {h}x{w} are not divisible by patch_size={patch_size}. Resize them to a "
+                      f"multiple of {patch_size} (e.g. item_tfms=Resize({fix})) or pass a patch_size that divides both.")
+
 class VideoTransformer(Module):
-    "Wrap `timesformer_pytorch.TimeSformer` with a clear error on frame sizes that the patch size does not divide"
-    def __init__(self, model:nn.Module, patch_size:int): store_attr()
+    "A TimeSformer over `(B,T,C,H,W)` clips, after optional frame-difference channels, a per-frame conv stem and x,y,t channels"
+    def __init__(self,
+        model:nn.Module, # A `timesformer_pytorch.TimeSformer` over the (stem's) feature maps
+        patch_size:int, # Patch side in input pixels
+        stem:nn.Module=None, # Per-frame conv stem (applied with `TimeDistributed`), or None for pixel patches
+        diff:bool=True, # Append each frame's change from the previous one before the stem
+        coords:bool=True, # Append x,y,t coordinate channels after the stem
+    ):
+        store_attr('model,patch_size,diff,coords')
+        self.stem = None if stem is None else TimeDistributed(stem)
+
     def forward(self, x:Tensor) -> Tensor:
         h,w = x.shape[-2:]
-        if h%self.patch_size or w%self.patch_size:
-            raise ValueError(f"timesformer: frames of {h}x{w} are not divisible by patch_size={self.patch_size}. "
-                             f"Resize them to a multiple of {self.patch_size} (e.g. item_tfms=Resize(...)) or pass a "
-                             "patch_size that divides both.")
+        if h%self.patch_size or w%self.patch_size: raise _size_error(h, w, self.patch_size)
+        if self.diff: x = _prev_diff(x)
+        if self.stem is not None: x = self.stem(x)
+        if self.coords: x = torch.cat([x, _coords(x)], 2)
         return self.model(x)
 
 def timesformer_split(m:nn.Module) -> list:
-    "Param groups: the patch embedding and transformer blocks, then the output head"
+    "Param groups: the stem, patch embedding and transformer blocks, then the output head"
     head = params(m.model.to_out)
     ids = {id(p) for p in head}
     return [[p for p in m.parameters() if id(p) not in ids], head]
 
-@register_arch('timesformer', task='classify', splitter=timesformer_split, stats=imagenet_stats, lr=1e-3)
+@register_arch('timesformer', task='classify', splitter=timesformer_split, stats=imagenet_stats, lr=2e-3)
 def timesformer(
     n_frames:int, # Frames per clip (the rotary time embedding also takes other lengths)
     n_classes:int, # Number of classes
     channels:int=3, # Channels of a frame
     size:tuple=(64,64), # (H,W) of a frame: both must be multiples of `patch_size`; they need not be equal
     pretrained:bool=False, # Not available: there are no pretrained TimeSformer weights to load
-    patch_size:int=None, # Side of a square patch; default 16, or 8 for frames under 128 px
+    patch_size:int=None, # Patch side in input pixels; default 8 for frames under 128 px, else 16
+    stem:str|nn.Module|None='small', # 'small' conv stem (a hybrid TimeSformer, 4x downsampling), None (pixel patches), or a module
     dim:int=64, # Token width
     depth:int=2, # Number of (time attention, space attention, feed-forward) blocks
     heads:int=4, # Attention heads
     dim_head:int=16, # Width of an attention head
     attn_dropout:float=0., # Attention dropout
     ff_dropout:float=0., # Feed-forward dropout
+    diff:bool=True, # Give the stem each frame's change from the previous frame (motion) as extra channels
+    coords:bool=True, # Append x,y,t coordinate channels: absolute space-time position for the patch embedding
+    cls_init:float=0.02, # Scale of the random class token (the package's N(0,1) drowns out the patches at first)
     **kwargs, # Passed to `timesformer_pytorch.TimeSformer` (e.g. rotary_emb, shift_tokens)
 ) -> VideoTransformer:
-    "Divided space-time attention (TimeSformer, from timesformer-pytorch), small by default so that it trains on a CPU"
+    "Divided space-time attention (TimeSformer, from timesformer-pytorch) on a small conv stem, sized to train on a CPU"
     try: from timesformer_pytorch import TimeSformer
-    except ImportError as e: raise ImportError("The 'timesformer' arch needs timesformer-pytorch: pip install timesformer-pytorch") from e
+    except ImportError as e:
+        raise ImportError("The 'timesformer' arch needs timesformer-pytorch: pip install timesformer-pytorch") from e
     if pretrained: raise ValueError("There are no pretrained weights for 'timesformer'; pass pretrained=False.")
     h,w = size
     if patch_size is None: patch_size = 16 if min(h,w)>=128 else 8
-    if h%patch_size or w%patch_size:
-        raise ValueError(f"timesformer: frames of {h}x{w} are not divisible by patch_size={patch_size}. Resize them to "
-                         f"a multiple of {patch_size} (e.g. item_tfms=Resize({max(patch_size, h//patch_size*patch_size)})) "
-                         "or pass a patch_size that divides both.")
-    # `image_size` only sizes the learned position table (rotary_emb=False); tokens come from the actual h, w
-    model = TimeSformer(dim=dim, num_frames=n_frames, num_classes=n_classes, image_size=max(h,w), patch_size=patch_size,
-                        channels=channels, depth=depth, heads=heads, dim_head=dim_head, attn_dropout=attn_dropout,
-                        ff_dropout=ff_dropout, **kwargs)
-    return VideoTransformer(model, patch_size)
+    if h%patch_size or w%patch_size: raise _size_error(h, w, patch_size)
+    c_in = channels*(2 if diff else 1)
+    if isinstance(stem, str):
+        if stem!='small': raise ValueError(f"stem must be 'small', None or an nn.Module, got {stem!r}")
+        stem = small_body(c_in)
+    nf,stride = c_in,1
+    if stem is not None:
+        tr = stem.training
+        try:
+            with torch.no_grad(): fmap = stem.eval()(torch.zeros(1, c_in, h, w))
+        finally: stem.train(tr)
+        nf,stride = fmap.shape[1],h//fmap.shape[2]
+        if patch_size%stride or fmap.shape[2]*stride!=h or fmap.shape[3]*stride!=w:
+            raise ValueError(f"timesformer: patch_size={patch_size} must be a multiple of the stem's downsampling "
+                             f"({stride}, giving {tuple(fmap.shape[2:])} maps for {h}x{w} frames).")
+    # `image_size` only sizes the learned position table (rotary_emb=False); the tokens come from the actual h, w
+    model = TimeSformer(dim=dim, num_frames=n_frames, num_classes=n_classes, image_size=max(h,w)//stride,
+                        patch_size=patch_size//stride, channels=nf+(3 if coords else 0), depth=depth, heads=heads,
+                        dim_head=dim_head, attn_dropout=attn_dropout, ff_dropout=ff_dropout, **kwargs)
+    with torch.no_grad(): model.cls_token.mul_(cls_init)
+    return VideoTransformer(model, patch_size, stem, diff, coords)
 
 class R2Plus1D(Module):
     "torchvision's video resnet taking `(B,T,C,H,W)` clips (it wants `(B,C,T,H,W)`)"
