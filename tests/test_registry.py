@@ -17,6 +17,7 @@ def _seq_dls(task, n=8, t_in=4, t_out=3, c=1, hw=(16, 24)):
 
 @pytest.fixture
 def clean_registry():
+    list_archs()  # import the bundled models first, so that the snapshot restored afterwards holds them
     saved = dict(_archs)
     yield
     _archs.clear(); _archs.update(saved)
