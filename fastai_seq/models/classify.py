@@ -125,6 +125,10 @@ def _head(ni:int, n_out:int, lin_ftrs:int|None, ps:float) -> nn.Sequential:
     return nn.Sequential(nn.Dropout(ps/2), nn.Linear(ni, lin_ftrs), nn.ReLU(inplace=True), nn.Dropout(ps),
                          nn.Linear(lin_ftrs, n_out))
 
+def _prev_diff(x:Tensor) -> Tensor:
+    "Append to each frame of `(B,T,C,...)` its change from the previous frame (zero for the first): `(B,T,2C,...)`"
+    return torch.cat([x, x-torch.cat([x[:,:1], x[:,:-1]], 1)], 2)
+
 class FramesMean(Module):
     "Encode every frame, average the frame features over time, classify: a bag of frames, blind to their order"
     def __init__(self, encoder:FrameEncoder, n_classes:int, lin_ftrs:int=256, ps:float=0.25):
@@ -132,16 +136,16 @@ class FramesMean(Module):
     def forward(self, x:Tensor) -> Tensor: return self.head(self.encoder(x).mean(1))
 
 class FramesLSTM(Module):
-    "Encode every frame, run an LSTM over time (optionally also on each frame's feature change) and classify its last state"
+    "Encode every frame (optionally with its change from the previous frame), run an LSTM over time, classify its last state"
     def __init__(self, encoder:FrameEncoder, n_classes:int, hidden:int=128, n_layers:int=1, bidir:bool=False,
-                 diff:bool=True, lin_ftrs:int=None, ps:float=0.25):
-        self.encoder,self.diff = TimeDistributed(encoder),diff
+                 diff:bool=True, frame_diff:bool=True, lin_ftrs:int=None, ps:float=0.25):
+        self.encoder,self.diff,self.frame_diff = TimeDistributed(encoder),diff,frame_diff
         self.lstm = nn.LSTM(encoder.pool.n_out*(2 if diff else 1), hidden, n_layers, batch_first=True, bidirectional=bidir)
         self.head = _head(hidden*(2 if bidir else 1), n_classes, lin_ftrs, ps)
 
     def forward(self, x:Tensor) -> Tensor:
-        f = self.encoder(x)
-        if self.diff: f = torch.cat([f, f-torch.cat([f[:,:1], f[:,:-1]], 1)], 2)
+        f = self.encoder(_prev_diff(x) if self.frame_diff else x)
+        if self.diff: f = _prev_diff(f)
         _,(h,_) = self.lstm(f)
         return self.head(torch.cat([h[-2],h[-1]], 1) if self.lstm.bidirectional else h[-1])
 
@@ -184,7 +188,7 @@ def frames_lstm(
     size:tuple=(64,64), # (H,W) of a frame
     pretrained:bool=False, # ImageNet weights for a torchvision `body`, from the local torch hub cache
     body:str|callable|nn.Module='small', # 'small' (fast on CPU), a torchvision model name/builder ('resnet18'), or a module
-    pool:str='keypoints', # 'keypoints' (where things are: learns motion from few clips), 'both' (+ appearance), 'concat'...
+    pool:str='both', # 'both' (keypoints + concat), 'keypoints' (where things are), 'concat' (what they are: avg+max), 'avg', 'grid'
     n_kp:int=8, # Learned keypoints for pool='keypoints'/'both'
     grid:int=4, # Cells per side for pool='grid'
     cut:int|callable=None, # Where to cut a torchvision `body` (fastai's `create_body`)
@@ -193,12 +197,13 @@ def frames_lstm(
     n_layers:int=1, # LSTM layers
     bidir:bool=False, # Bidirectional LSTM
     diff:bool=True, # Also feed the LSTM each frame's feature change from the previous frame (motion)
+    frame_diff:bool=True, # Give the body each frame's pixel change from the previous frame as extra channels (motion)
     lin_ftrs:int=None, # Hidden width of the head (None: one linear layer)
     ps:float=0.25, # Dropout of the head
 ) -> FramesLSTM:
     "A CNN per frame, then an LSTM over time, classified from its last hidden state"
-    enc = _frames_encoder(channels, size, pretrained, body, pool, n_kp, grid, cut, bn)
-    return FramesLSTM(enc, n_classes, hidden, n_layers, bidir, diff, lin_ftrs, ps)
+    enc = _frames_encoder(channels*(2 if frame_diff else 1), size, pretrained, body, pool, n_kp, grid, cut, bn)
+    return FramesLSTM(enc, n_classes, hidden, n_layers, bidir, diff, frame_diff, lin_ftrs, ps)
 
 def _coords(x:Tensor) -> Tensor:
     "Three channels holding each pixel's x, y and t in [-1,1], shaped like one channel of `x` `(B,T,1,H,W)`"
@@ -206,10 +211,6 @@ def _coords(x:Tensor) -> Tensor:
     lin = lambda n: torch.linspace(-1, 1, n, device=x.device, dtype=x.dtype)
     g = torch.stack(torch.meshgrid(lin(t), lin(h), lin(w), indexing='ij'))  # (3,T,H,W): t, y, x
     return g.flip(0).transpose(0, 1)[None].expand(b, -1, -1, -1, -1)
-
-def _prev_diff(x:Tensor) -> Tensor:
-    "Append to each frame of `(B,T,C,H,W)` its change from the previous frame (zero for the first): `(B,T,2C,H,W)`"
-    return torch.cat([x, x-torch.cat([x[:,:1], x[:,:-1]], 1)], 2)
 
 def _size_error(h:int, w:int, patch_size:int) -> ValueError:
     "The error for frames whose sides `patch_size` does not divide"
