@@ -8,6 +8,7 @@ from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy
 from fastai.torch_core import set_seed
+import fastai.callback.schedule, fastai.callback.progress  # noqa: F401 (Learner.fit_one_cycle, Learner.no_bar)
 from fastai_seq.registry import list_archs, arch_info, create_seq_model
 from fastai_seq.models.classify import *
 from fastai_seq.models.classify import _coords, _prev_diff
