@@ -3,7 +3,7 @@ from __future__ import annotations
 import json, os, random, tempfile, uuid, warnings, weakref
 from functools import partial
 from pathlib import Path
-import av, numpy as np, torch
+import numpy as np, torch
 from torch import Tensor
 from PIL import Image
 from fastcore.basics import store_attr, patch, listify
@@ -138,23 +138,6 @@ class SkipLog:
     def __len__(self): return len(self.read())
     def __repr__(self): return f'SkipLog({len(self)} skipped)'
 
-_DIMS, _DIMS_MAX = {}, 65536
-
-def _video_dims(p:Path):
-    "`(width, height)` that the first video stream of `p` declares in its header (nothing decoded); None if unreadable"
-    try: st = p.stat()
-    except OSError: return None
-    if not st.st_size: return None
-    k = (os.path.abspath(p), st.st_size, st.st_mtime_ns)
-    if k not in _DIMS:
-        if len(_DIMS)>=_DIMS_MAX: _DIMS.clear()
-        try:
-            with av.open(str(p), metadata_errors='ignore') as c:
-                vs = c.streams.video
-                _DIMS[k] = (vs[0].codec_context.width, vs[0].codec_context.height) if vs else None
-        except Exception: _DIMS[k] = None  # `video_info` reports what is wrong with the file
-    return _DIMS[k]
-
 def _too_big(fn, w:int, h:int, max_pixels:int, what:str) -> SeqError:
     return SeqError(f"{fn}: {what} declares {w}x{h} = {w*h:,} pixels per frame, above max_pixels={max_pixels:,}: refusing to "
                     "decode it. If it is genuine, pass a larger `max_pixels` to the block (None for no limit); otherwise "
@@ -244,9 +227,8 @@ class LoadFrames(RandTransform):
 
     def _load_path(self, p:Path) -> ImageTuple:
         if _is_video(p):
-            dims = _video_dims(p) if self.max_pixels else None
-            if dims and dims[0]*dims[1]>self.max_pixels: raise _too_big(p, *dims, self.max_pixels, 'its video stream')
-            frames = read_frames(p, self.idxs(video_info(p).n_frames, p))
+            n = video_info(p, max_pixels=self.max_pixels).n_frames  # checks the header before anything is decoded
+            frames = read_frames(p, self.idxs(n, p))
             res = ImageTuple(self._pil(a) for a in frames)
         else: res = self.load_files(_frame_files(p), p)
         res.src = str(p)  # named by `StackFrames` if the frames differ in size

@@ -51,6 +51,13 @@ def _open(fn):
         raise _verr(fn, f"FFmpeg cannot open it as a video ({type(e).__name__}: {e}); it is not a video file, or it is "
                         "truncated or corrupt", _REENCODE) from None
 
+def _check_pixels(fn, w, h, max_pixels):
+    "Raise `VideoError` when `fn`'s `w`x`h` frames are above `max_pixels` (None or 0: no limit)"
+    if max_pixels and w and h and w*h > max_pixels:
+        raise _verr(fn, f"its video stream declares {w}x{h} = {w*h:,} pixels per frame, above max_pixels={max_pixels:,}: "
+                        "refusing to decode it", "If it is genuine, pass a larger `max_pixels` (None for no limit); "
+                        "otherwise remove the file")
+
 def _vstream(c, fn):
     "The first video stream of container `c`; the demuxer skips the other streams"
     if not c.streams.video:
@@ -105,11 +112,12 @@ def _rate(s, pts, n):
     if pts is not None and n > 1 and pts[-1] > pts[0]: return float((n-1) / ((pts[-1]-pts[0]) * s.time_base))
     return 0.
 
-def _probe(fn, force_decode=False):
+def _probe(fn, force_decode=False, max_pixels=None):
     "Build the `_Index` of `fn`: demux its packets (no decoding) when that gives the exact frames, else count by decoding"
     c = _open(fn)
     try:
         s = _vstream(c, fn)
+        _check_pixels(fn, s.codec_context.width, s.codec_context.height, max_pixels)  # from the header, before decoding
         codec, fmt, rate = s.codec_context.name, c.format.name, _rate(s, None, 0)
         why = None if codec not in _NO_TRUST else f'codec {codec}'
         if why is None and fmt not in _REAL_PTS and codec not in _NO_REORDER: why = f'codec {codec} in {fmt} container'
@@ -181,25 +189,27 @@ def _key(fn):
     except OSError: return None
     return (os.path.abspath(fn), st.st_size, st.st_mtime_ns)
 
-def _index(fn, force_decode=False):
-    "The (cached per path, size and mtime) `_Index` of `fn`"
+def _index(fn, force_decode=False, max_pixels=None):
+    "The (cached per path, size and mtime) `_Index` of `fn`; `VideoError` if its frames are above `max_pixels`"
     k = _key(fn)
     if k is not None and not force_decode:
-        with _LOCK:
-            if k in _CACHE:
-                _CACHE.move_to_end(k)
-                return _CACHE[k]
-    ix = _probe(fn, force_decode=force_decode)
+        with _LOCK: ix = _CACHE.get(k)
+        if ix is not None:
+            with _LOCK: _CACHE.move_to_end(k)
+            _check_pixels(fn, ix.width, ix.height, max_pixels)
+            return ix
+    ix = _probe(fn, force_decode=force_decode, max_pixels=max_pixels)
     if k is not None:
         with _LOCK:
             _CACHE[k] = ix
             while len(_CACHE) > _CACHE_MAX: _CACHE.popitem(last=False)
     return ix
 
-def video_info(fn # A video file
+def video_info(fn, # A video file
+               max_pixels:int=None, # Raise `VideoError`, decoding nothing, if the header declares more pixels per frame
               )->VideoInfo:
     "Frame count (exactly what a full decode yields), fps, size and duration of `fn`, without decoding it where possible"
-    return _index(fn).info()
+    return _index(fn, max_pixels=max_pixels).info()
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Decoding by index
@@ -334,9 +344,10 @@ def read_frames(fn,              # A video file
                 idxs=None,       # Frame indices (any order, repeats allowed); None for all frames
                 threads=None,    # Decoder threads (None: 1 inside DataLoader workers, else up to 2)
                 format='rgb24',  # Pixel format: 'rgb24', 'bgr24' or 'gray'
+                max_pixels=None, # Raise `VideoError`, decoding nothing, if the header declares more pixels per frame
                )->np.ndarray:    # uint8 `(len(idxs),H,W,C)`: C=3 for 'rgb24'/'bgr24', 1 for 'gray'
     "Frames `idxs` of video `fn`, decoding only what is needed; pixel-identical to a full PyAV decode"
-    ix = _index(fn)
+    ix = _index(fn, max_pixels=max_pixels)
     idxs = np.arange(ix.n_frames) if idxs is None else _check_idxs(fn, ix, idxs)
     wanted = np.unique(idxs).tolist()
     pos = {}

@@ -10,7 +10,7 @@ from fastai.vision.all import (DataBlock, CategoryBlock, parent_label, Grandpare
 from fastai_seq.core import ImageSeq, ImageSeqBW, SeqError
 from fastai_seq.data import *
 from fastai_seq.video import get_video_files, videos_to_frames, VideoError
-import fastai_seq.data as fsd
+import fastai_seq.data as fsd, fastai_seq.video as fsv
 from conftest import make_frames, frame_index, write_video, shared_data
 
 NW = [0, 2]
@@ -149,7 +149,8 @@ def test_huge_declared_resolution_refused_before_decoding(video_folder, root, mo
     big = write_video(root/f'big{nw}'/'a'/'big.mp4', make_frames(3, 64, 80))  # 5120 pixels per frame
     dls = _video_dls(video_folder, max_pixels=48*32)  # the fixture videos are 48x32: just within the limit
     def no_decode(*a, **k): raise AssertionError('decoded a video above max_pixels')
-    monkeypatch.setattr(fsd, 'read_frames', no_decode); monkeypatch.setattr(fsd, 'video_info', no_decode)
+    # every decode in video.py sets the decoder threads first; the header check comes before
+    monkeypatch.setattr(fsv, '_set_threads', no_decode); monkeypatch.setattr(fsd, 'read_frames', no_decode)
     msg = _raises(dls, big, nw, r'80x64 = 5,120 pixels.*max_pixels=1,536')
     assert 'max_pixels' in msg and 'remove' in msg
     monkeypatch.undo()

@@ -418,3 +418,15 @@ def test_ucf101_group_and_group_splitter(tmp_path):
     assert GroupSplitter(valid_pct=0.2, seed=1)(items) != (tr, va)
     by_folder = GroupSplitter(0.5, seed=0, group_func=lambda o: Path(o).parent.name)(items)
     assert sorted(len(x) for x in by_folder) == [75, 75]
+
+def test_max_pixels_checks_the_header_cached_or_not(tmp_path):
+    fn = write_video(tmp_path/'v.mp4', w=64, h=48)
+    _CACHE.clear()
+    for cached in (False, True):  # a fresh probe, then the cached index
+        if cached: video_info(fn)
+        assert (_index.__globals__['_key'](fn) in _CACHE) == cached
+        for f in (video_info, read_frames):
+            with pytest.raises(VideoError, match=r'64x48 = 3,072 pixels per frame, above max_pixels=3,071') as e:
+                f(fn, max_pixels=3071)
+            assert str(fn) in str(e.value) and 'remove' in str(e.value)
+        assert video_info(fn, max_pixels=3072).n_frames == 30 and read_frames(fn, [0], max_pixels=None).shape == (1, 48, 64, 3)
