@@ -27,19 +27,20 @@ class PlainClips(torch.utils.data.Dataset):
         frames = [Image.fromarray(a).resize((SIZE, SIZE), Image.BILINEAR) for a in read_frames(fn, idxs)]
         return torch.from_numpy(np.stack([np.asarray(f) for f in frames])).permute(0,3,1,2), 0
 
-def _time(it_fn, n_items, reps):
-    "Median clips/s over `reps` full passes"
-    rates = []
+def _rates(its:dict, reps:int) -> dict:
+    "Median clips/s of each iterable factory in `its` over `reps` full passes, interleaved so that load drifts hit all alike"
+    rates = {k:[] for k in its}
     for _ in range(reps):
-        t = time.perf_counter(); n = 0
-        for b in it_fn(): n += len(b[0])
-        rates.append(n/(time.perf_counter()-t))
-        assert n==n_items, (n, n_items)
-    return float(np.median(rates))
+        for k,(it_fn,n_items) in its.items():
+            t = time.perf_counter(); n = 0
+            for b in it_fn(): n += len(b[0])
+            rates[k].append(n/(time.perf_counter()-t))
+            assert n==n_items, (k, n, n_items)
+    return {k:float(np.median(v)) for k,v in rates.items()}
 
 @call_parse
 def main(copies:int=4, # Copies of each real clip in the benchmark set
-         reps:int=3, # Passes per measurement (median)
+         reps:int=5, # Passes per measurement (median), the pipelines taking turns
          workers:str='0,2', # num_workers values to measure
 ):
     torch.set_num_threads(1)
@@ -60,18 +61,20 @@ def main(copies:int=4, # Copies of each real clip in the benchmark set
             plain = torch.utils.data.DataLoader(PlainClips(files), batch_size=BS, num_workers=nw)
             def plain_it():
                 for x,y in plain: yield (x.float().div_(255), y)
-            r_plain = _time(plain_it, len(files), reps)
-            dblock = DataBlock(blocks=(VideoBlock(n_frames=N_FRAMES), CategoryBlock), get_items=get_video_files,
-                               get_y=parent_label, splitter=RandomSplitter(0.), item_tfms=Resize(SIZE),
-                               batch_tfms=aug_transforms())
-            dl = dblock.dataloaders(tmp/'videos', bs=BS, num_workers=nw).train.new(shuffle=False, drop_last=False)
-            r_fastai = _time(lambda: dl, len(files), reps)
+            def video_dl(batch_tfms):
+                dblock = DataBlock(blocks=(VideoBlock(n_frames=N_FRAMES), CategoryBlock), get_items=get_video_files,
+                                   get_y=parent_label, splitter=RandomSplitter(0.), item_tfms=Resize(SIZE), batch_tfms=batch_tfms)
+                return dblock.dataloaders(tmp/'videos', bs=BS, num_workers=nw).train.new(shuffle=False, drop_last=False)
+            dl, dl_noaug = video_dl(aug_transforms()), video_dl(None)
             fblock = DataBlock(blocks=(SeqBlock(n_frames=N_FRAMES), CategoryBlock), get_items=lambda p: folders,
                                get_y=parent_label, splitter=RandomSplitter(0.), item_tfms=Resize(SIZE),
                                batch_tfms=aug_transforms())
             fdl = fblock.dataloaders(tmp/'frames', bs=BS, num_workers=nw).train.new(shuffle=False, drop_last=False)
-            r_frames = _time(lambda: fdl, len(folders), reps)
+            r = _rates({'plain':(plain_it, len(files)), 'noaug':(lambda: dl_noaug, len(files)), 'aug':(lambda: dl, len(files)),
+                        'frames':(lambda: fdl, len(folders))}, reps)
+            r_plain, r_noaug, r_fastai, r_frames = r['plain'], r['noaug'], r['aug'], r['frames']
             print(f"| plain torch DataLoader (decode + PIL resize) | {nw} | {r_plain:.1f} | 1.00x |")
+            print(f"| fastai_seq VideoBlock + Resize (same work as the plain one) | {nw} | {r_noaug:.1f} | {r_plain/r_noaug:.2f}x |")
             print(f"| fastai_seq VideoBlock + Resize + aug_transforms | {nw} | {r_fastai:.1f} | {r_plain/r_fastai:.2f}x |")
             print(f"| fastai_seq SeqBlock on frame folders + Resize + aug_transforms | {nw} | {r_frames:.1f} | {r_plain/r_frames:.2f}x |")
     finally: shutil.rmtree(tmp, ignore_errors=True)

@@ -16,7 +16,7 @@ from fastai.data.transforms import IntToFloatTensor, image_extensions
 from fastai.data.core import get_show_batch_func, TfmdDL
 from fastai.data.load import SkipItemException
 from fastai.vision.core import PILImage, PILImageBW
-from fastai.vision.augment import RandTransform, PadMode
+from fastai.vision.augment import RandTransform, PadMode, _init_mat, affine_grid, _grid_sample
 from fastai.vision.data import get_grid
 from .core import ImageTuple, ImageSeq, ImageSeqBW, SeqError
 from .video import read_frames, video_info, VideoError, VIDEO_EXTS
@@ -401,8 +401,19 @@ def _per_step(x:ImageSeq, f) -> ImageSeq:
 
 @patch
 def affine_coord(x:ImageSeq, mat=None, coord_tfm=None, sz=None, mode='bilinear', pad_mode=PadMode.Reflection, align_corners=True):
-    "`TensorImage.affine_coord` with one transform per sequence, applied to all its frames"
-    return _per_step(x, lambda o: o.affine_coord(mat, coord_tfm, sz=sz, mode=mode, pad_mode=pad_mode, align_corners=align_corners))
+    "`TensorImage.affine_coord` with one transform per sequence: its sampling grid, built once, resamples all its frames"
+    if x.ndim==4: return ImageSeq(ImageSeq(x[None]).affine_coord(mat, coord_tfm, sz, mode, pad_mode, align_corners)[0])
+    if mat is None and coord_tfm is None and sz is None: return x
+    b,t,c = x.shape[:3]
+    size = tuple(x.shape[-2:]) if sz is None else (sz,sz) if isinstance(sz,int) else tuple(sz)
+    if mat is None: mat = _init_mat(x)[:,:2]
+    coords = affine_grid(mat, (b,c)+size, align_corners=align_corners)
+    if coord_tfm is not None: coords = coord_tfm(coords)
+    # every frame of a sequence shares its grid: one `grid_sample` over the `B*T` frames (same pixels as frame by frame)
+    coords = TensorBase(coords)[:,None].expand(b, t, *coords.shape[1:]).reshape(b*t, *coords.shape[1:])
+    out = _grid_sample(TensorBase(x).reshape(b*t, *x.shape[2:]), coords, mode=mode, padding_mode=pad_mode,
+                       align_corners=align_corners)
+    return ImageSeq(out.reshape(b, t, *out.shape[1:]))
 
 # `LightingTfm`/`HSVTfm` keep a reference to `TensorImage.lighting`/`.hsv` taken when they are built, so an `ImageSeq`
 # override would be bypassed: these wrappers make fastai's functions sequence-aware and leave other tensors as they were.

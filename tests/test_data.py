@@ -137,6 +137,22 @@ def test_batch_aug_one_param_set_per_sequence():
     for s in out: assert all(torch.allclose(s[0], s[t], atol=1e-5) for t in range(1, 6))
     assert not all(torch.allclose(out[0,0], out[i,0], atol=1e-3) for i in range(1, 8))  # sequences differ
 
+def test_sequence_affine_equals_frame_by_frame():
+    "`ImageSeq.affine_coord` resamples all frames in one call: pixel-equal to fastai's `TensorImage` version per time step"
+    from functools import partial
+    from fastai.vision.all import Warp, compose_tfms, TensorImage
+    x = ImageSeq(torch.rand(3, 5, 3, 40, 48))
+    mat = torch.eye(3)[None].repeat(3, 1, 1)[:, :2]
+    mat[:, 0, 0], mat[:, 1, 2] = torch.tensor([0.8, 1.1, 0.6]), torch.tensor([0.1, -0.2, 0.3])
+    w = Warp(p=1., magnitude=0.4); w.before_call(x[:, 0], split_idx=0)
+    for ct in (None, partial(compose_tfms, tfms=w.coord_fs)):
+        for sz, mode in ((None, 'bilinear'), (32, 'bilinear'), ((20, 24), 'nearest')):
+            out = x.affine_coord(mat, ct, sz=sz, mode=mode)
+            ref = torch.stack([TensorImage(x[:, t]).affine_coord(mat, ct, sz=sz, mode=mode) for t in range(5)], 1)
+            assert isinstance(out, ImageSeq) and torch.equal(TensorBase(out), TensorBase(ref))
+    one = ImageSeq(x[0]).affine_coord(mat[:1], sz=32)  # a single (T,C,H,W) sequence
+    assert one.shape == (5, 3, 32, 32) and torch.equal(TensorBase(one), TensorBase(x[:1].affine_coord(mat[:1], sz=32)[0]))
+
 def test_item_tfms_one_param_set_per_sequence(tmp_path):
     frames = np.repeat(make_frames(1, 40, 40), 6, 0)
     frames[..., :20, 0] = 250  # asymmetric content so flips and crops show
