@@ -12,6 +12,7 @@ from fastai.torch_core import TensorBase, TensorCategory, trainable_params
 from fastai.losses import MSELossFlat, CrossEntropyLossFlat
 from fastai.metrics import accuracy
 from fastai.learner import Learner
+from fastai.callback.core import Callback
 from fastai.data.transforms import Normalize
 from fastai.vision.data import get_grid
 from .core import ImageSeq
@@ -19,7 +20,7 @@ from .data import LoadFrames, show_batch
 from .metrics import MSE, MAE, SSIM, PSNR, TopKAccuracy
 from .registry import arch_info, infer_task, create_seq_model, model_kwargs_from_dls, list_archs
 
-__all__ = ['seq_learner', 'default_metrics', 'ClipEvaluation', 'aggregate_clips', 'show_results', 'plot_top_losses']
+__all__ = ['seq_learner', 'ReleaseLossGrad', 'default_metrics', 'ClipEvaluation', 'aggregate_clips', 'show_results', 'plot_top_losses']
 
 _learner_args = set(inspect.signature(Learner.__init__).parameters) - {'self', 'dls', 'model'}
 
@@ -30,6 +31,11 @@ def default_metrics(task:str, n_classes:int=None) -> list:
 
 def _find_normalize(dls):
     return next((t for t in dls.after_batch.fs if isinstance(t, Normalize)), None)
+
+class ReleaseLossGrad(Callback):
+    "Drop `learn.loss_grad` after each batch: the scalar loss can share storage with the element-wise loss (torch 2.14), and `learn.export()` would pickle that"
+    order = 100
+    def after_batch(self): self.learn.loss_grad = None
 
 @delegates(Learner.__init__)
 def seq_learner(
@@ -58,6 +64,7 @@ def seq_learner(
             dls.add_tfms([Normalize.from_stats(*info.stats)], 'after_batch')
     if loss_func is None: loss_func = MSELossFlat() if task=='forecast' else CrossEntropyLossFlat()
     if metrics is None: metrics = default_metrics(task, shape.get('n_classes'))
+    lrn_kw['cbs'] = L(lrn_kw.get('cbs')) + [ReleaseLossGrad()]
     learn = Learner(dls, model, loss_func=loss_func, metrics=metrics, **lrn_kw)
     learn.arch, learn.task, learn.seq_shape = ifnone(getattr(info, 'name', None), arch), task, shape
     if info is not None and task=='classify' and pretrained: learn.freeze()

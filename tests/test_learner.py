@@ -40,9 +40,11 @@ def test_forecast_train_show_predict_export(mm_dls, tmp_path):
     with torch.no_grad(): direct = learn.model(xb)[0]
     assert torch.allclose(raw, direct, atol=1e-5)
     assert isinstance(dec, ImageSeq) and dec.shape == (3, 1, 32, 32)  # decoded to 0-255 frames, ready to show
+    assert learn.loss_grad is None  # `ReleaseLossGrad`: the export does not carry the last batch's loss buffer
     learn.export('model.pkl')
     learn2 = load_learner(tmp_path/'model.pkl')
     assert torch.allclose(learn2.predict(x)[1], raw, atol=1e-6)
+    assert learn2.loss_grad is None and any(isinstance(c, ReleaseLossGrad) for c in learn2.cbs)
 
 # ---- classification ----
 @pytest.fixture(scope='module')
