@@ -50,7 +50,8 @@ def sample_indices(
                                           "Use short='loop' or 'pad', lower n_frames, or remove the clip.")
         if short=='loop': return [i%n_total for i in range(n_frames)]
         return list(range(n_total)) + [n_total-1]*(n_frames-n_total)
-    if sampler=='uniform': return np.linspace(0, n_total-1, n_frames).round().astype(int).tolist()
+    if sampler=='uniform':  # spans the clip from first to last frame; a single frame is the middle one
+        return [(n_total-1)//2] if n_frames==1 else np.linspace(0, n_total-1, n_frames).round().astype(int).tolist()
     stride = max(1, min(stride, (n_total-1)//max(n_frames-1, 1)))  # shrink the stride until the window fits
     span = (n_frames-1)*stride+1
     start = 0 if sampler=='first' else (rng or random).randint(0, n_total-span)

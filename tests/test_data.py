@@ -14,6 +14,7 @@ from conftest import make_frames, frame_index, write_video
 def test_uniform_is_deterministic_and_spans_the_clip():
     a = sample_indices(100, 8, 'uniform')
     assert a == sample_indices(100, 8, 'uniform') and a[0]==0 and a[-1]==99 and a==sorted(a) and len(set(a))==8
+    assert sample_indices(100, 1, 'uniform') == [49] and sample_indices(5, 1, 'uniform') == [2]  # one frame: the middle
 
 def test_random_windows_are_consecutive():
     rng = random.Random(0)
