@@ -20,7 +20,8 @@ from .data import LoadFrames, show_batch
 from .metrics import MSE, MAE, SSIM, PSNR, TopKAccuracy
 from .registry import arch_info, infer_task, create_seq_model, model_kwargs_from_dls, list_archs
 
-__all__ = ['seq_learner', 'ReleaseLossGrad', 'default_metrics', 'ClipEvaluation', 'aggregate_clips', 'show_results', 'plot_top_losses']
+__all__ = ['seq_learner', 'ReleaseLossGrad', 'default_metrics', 'ClipEvaluation', 'aggregate_clips', 'show_results',
+           'plot_top_losses']
 
 _learner_args = set(inspect.signature(Learner.__init__).parameters) - {'self', 'dls', 'model'}
 
@@ -33,7 +34,7 @@ def _find_normalize(dls):
     return next((t for t in dls.after_batch.fs if isinstance(t, Normalize)), None)
 
 class ReleaseLossGrad(Callback):
-    "Drop `learn.loss_grad` after each batch: the scalar loss can share storage with the element-wise loss (torch 2.14), and `learn.export()` would pickle that"
+    "Drop `learn.loss_grad` after each batch: it can share storage with the element-wise loss, which `export` would pickle"
     order = 100
     def after_batch(self): self.learn.loss_grad = None
 

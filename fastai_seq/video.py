@@ -193,9 +193,10 @@ def _index(fn, force_decode=False, max_pixels=None):
     "The (cached per path, size and mtime) `_Index` of `fn`; `VideoError` if its frames are above `max_pixels`"
     k = _key(fn)
     if k is not None and not force_decode:
-        with _LOCK: ix = _CACHE.get(k)
+        with _LOCK:
+            ix = _CACHE.get(k)
+            if ix is not None: _CACHE.move_to_end(k)
         if ix is not None:
-            with _LOCK: _CACHE.move_to_end(k)
             _check_pixels(fn, ix.width, ix.height, max_pixels)
             return ix
     ix = _probe(fn, force_decode=force_decode, max_pixels=max_pixels)
