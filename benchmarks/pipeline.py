@@ -61,20 +61,18 @@ def main(copies:int=4, # Copies of each real clip in the benchmark set
             plain = torch.utils.data.DataLoader(PlainClips(files), batch_size=BS, num_workers=nw)
             def plain_it():
                 for x,y in plain: yield (x.float().div_(255), y)
-            def video_dl(batch_tfms):
-                dblock = DataBlock(blocks=(VideoBlock(n_frames=N_FRAMES), CategoryBlock), get_items=get_video_files,
-                                   get_y=parent_label, splitter=RandomSplitter(0.), item_tfms=Resize(SIZE), batch_tfms=batch_tfms)
-                return dblock.dataloaders(tmp/'videos', bs=BS, num_workers=nw).train.new(shuffle=False, drop_last=False)
-            dl, dl_noaug = video_dl(aug_transforms()), video_dl(None)
-            fblock = DataBlock(blocks=(SeqBlock(n_frames=N_FRAMES), CategoryBlock), get_items=lambda p: folders,
-                               get_y=parent_label, splitter=RandomSplitter(0.), item_tfms=Resize(SIZE),
-                               batch_tfms=aug_transforms())
-            fdl = fblock.dataloaders(tmp/'frames', bs=BS, num_workers=nw).train.new(shuffle=False, drop_last=False)
-            r = _rates({'plain':(plain_it, len(files)), 'noaug':(lambda: dl_noaug, len(files)), 'aug':(lambda: dl, len(files)),
+            def dl(block, items, path, batch_tfms):
+                dblock = DataBlock(blocks=(block(n_frames=N_FRAMES), CategoryBlock), get_items=items, get_y=parent_label,
+                                   splitter=RandomSplitter(0.), item_tfms=Resize(SIZE), batch_tfms=batch_tfms)
+                return dblock.dataloaders(path, bs=BS, num_workers=nw).train.new(shuffle=False, drop_last=False)
+            vdl = dl(VideoBlock, get_video_files, tmp/'videos', aug_transforms())
+            vdl_noaug = dl(VideoBlock, get_video_files, tmp/'videos', None)
+            fdl = dl(SeqBlock, lambda p: folders, tmp/'frames', aug_transforms())
+            r = _rates({'plain':(plain_it, len(files)), 'noaug':(lambda: vdl_noaug, len(files)), 'aug':(lambda: vdl, len(files)),
                         'frames':(lambda: fdl, len(folders))}, reps)
-            r_plain, r_noaug, r_fastai, r_frames = r['plain'], r['noaug'], r['aug'], r['frames']
-            print(f"| plain torch DataLoader (decode + PIL resize) | {nw} | {r_plain:.1f} | 1.00x |")
-            print(f"| fastai_seq VideoBlock + Resize (same work as the plain one) | {nw} | {r_noaug:.1f} | {r_plain/r_noaug:.2f}x |")
-            print(f"| fastai_seq VideoBlock + Resize + aug_transforms | {nw} | {r_fastai:.1f} | {r_plain/r_fastai:.2f}x |")
-            print(f"| fastai_seq SeqBlock on frame folders + Resize + aug_transforms | {nw} | {r_frames:.1f} | {r_plain/r_frames:.2f}x |")
+            for k,what in (('plain', "plain torch DataLoader (decode + PIL resize)"),
+                           ('noaug', "fastai_seq VideoBlock + Resize (same work as the plain one)"),
+                           ('aug', "fastai_seq VideoBlock + Resize + aug_transforms"),
+                           ('frames', "fastai_seq SeqBlock on frame folders + Resize + aug_transforms")):
+                print(f"| {what} | {nw} | {r[k]:.1f} | {r['plain']/r[k]:.2f}x |")
     finally: shutil.rmtree(tmp, ignore_errors=True)

@@ -19,7 +19,7 @@ from fastai.vision.core import PILImage, PILImageBW
 from fastai.vision.augment import RandTransform, PadMode, _init_mat, affine_grid, _grid_sample
 from fastai.vision.data import get_grid
 from .core import ImageTuple, ImageSeq, ImageSeqBW, SeqError
-from .video import read_frames, video_info, VideoError, VIDEO_EXTS
+from .video import read_frames, video_info, VideoError, VIDEO_EXTS, _too_many_pixels, _BIGGER
 
 __all__ = ['SAMPLERS', 'SHORT_POLICIES', 'ON_ERROR', 'MAX_PIXELS', 'sample_indices', 'clip_indices', 'SkippedItem',
            'SkippedItemWarning', 'SkipLog', 'LoadFrames', 'StackFrames', 'IntToFloatSeq', 'SeqDL', 'SeqBlock', 'VideoBlock',
@@ -139,11 +139,6 @@ class SkipLog:
     def __len__(self): return len(self.read())
     def __repr__(self): return f'SkipLog({len(self)} skipped)'
 
-def _too_big(fn, w:int, h:int, max_pixels:int, what:str) -> SeqError:
-    return SeqError(f"{fn}: {what} declares {w}x{h} = {w*h:,} pixels per frame, above max_pixels={max_pixels:,}: refusing to "
-                    "decode it. If it is genuine, pass a larger `max_pixels` to the block (None for no limit); otherwise "
-                    "remove the file.")
-
 class LoadFrames(RandTransform):
     "Load the sampled frames of a video file, a frame folder, a list of frames or an array, as an `ImageTuple` or `ImageSeq`"
     split_idx,order = None,0
@@ -253,9 +248,9 @@ class LoadFrames(RandTransform):
                            "`PIL.Image.MAX_IMAGE_PIXELS` and the block's `max_pixels`; otherwise remove the file.") from None
         except Exception as e:
             raise SeqError(f"{f}: cannot read this frame image ({type(e).__name__}: {e}). Remove or replace the file.") from e
-        if self.max_pixels and img.width*img.height>self.max_pixels:
+        if (problem := _too_many_pixels(img.width, img.height, self.max_pixels)):
             img.close()
-            raise _too_big(f, img.width, img.height, self.max_pixels, 'this frame image')
+            raise SeqError(f"{f}: this frame image {problem}. {_BIGGER}.")
         try: img.load()
         except Exception as e:
             raise SeqError(f"{f}: cannot read this frame image ({type(e).__name__}: {e}). Remove or replace the file.") from e

@@ -51,12 +51,16 @@ def _open(fn):
         raise _verr(fn, f"FFmpeg cannot open it as a video ({type(e).__name__}: {e}); it is not a video file, or it is "
                         "truncated or corrupt", _REENCODE) from None
 
-def _check_pixels(fn, w, h, max_pixels):
-    "Raise `VideoError` when `fn`'s `w`x`h` frames are above `max_pixels` (None or 0: no limit)"
+_BIGGER = "If it is genuine, pass a larger `max_pixels` (None for no limit); otherwise remove the file"
+
+def _too_many_pixels(w, h, max_pixels) -> str|None:
+    "What is wrong when `w`x`h` frames are above `max_pixels` (None or 0: no limit), else None"
     if max_pixels and w and h and w*h > max_pixels:
-        raise _verr(fn, f"its video stream declares {w}x{h} = {w*h:,} pixels per frame, above max_pixels={max_pixels:,}: "
-                        "refusing to decode it", "If it is genuine, pass a larger `max_pixels` (None for no limit); "
-                        "otherwise remove the file")
+        return f"declares {w}x{h} = {w*h:,} pixels per frame, above max_pixels={max_pixels:,}: refusing to decode it"
+
+def _check_pixels(fn, w, h, max_pixels):
+    "Raise `VideoError` when `fn`'s `w`x`h` frames are above `max_pixels`"
+    if (problem := _too_many_pixels(w, h, max_pixels)): raise _verr(fn, f"its video stream {problem}", _BIGGER)
 
 def _vstream(c, fn):
     "The first video stream of container `c`; the demuxer skips the other streams"

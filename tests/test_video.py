@@ -5,7 +5,7 @@ from pathlib import Path
 import av, numpy as np, pytest, torch
 from PIL import Image
 from fastai_seq.video import *
-from fastai_seq.video import _index, _plan, _safe_member_path, _CACHE
+from fastai_seq.video import _index, _key, _plan, _safe_member_path, _CACHE
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get('FASTAI_SEQ_TEST_DATA', REPO.parent/'shared'/'data'))
@@ -424,7 +424,7 @@ def test_max_pixels_checks_the_header_cached_or_not(tmp_path):
     _CACHE.clear()
     for cached in (False, True):  # a fresh probe, then the cached index
         if cached: video_info(fn)
-        assert (_index.__globals__['_key'](fn) in _CACHE) == cached
+        assert (_key(fn) in _CACHE) == cached
         for f in (video_info, read_frames):
             with pytest.raises(VideoError, match=r'64x48 = 3,072 pixels per frame, above max_pixels=3,071') as e:
                 f(fn, max_pixels=3071)
