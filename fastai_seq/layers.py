@@ -1,11 +1,11 @@
-"Layers that bridge per-frame modules and sequences: TimeDistributed, StackUnstack, StackLoss"
+"Layers that bridge per-frame modules and sequences: TimeDistributed, StackUnstack, UnstackStack, StackLoss"
 from __future__ import annotations
 import torch
 from torch import nn, Tensor
 from fastcore.basics import store_attr
 from fastai.torch_core import Module
 
-__all__ = ['TimeDistributed', 'StackUnstack', 'StackLoss']
+__all__ = ['TimeDistributed', 'StackUnstack', 'UnstackStack', 'StackLoss']
 
 def _rebuild(o, items):
     "A tuple/list of `o`'s type holding `items` (namedtuples take them as separate args)"
@@ -58,9 +58,27 @@ class TimeDistributed(Module):
     def __repr__(self): return f'TimeDistributed({self.module})'
 
 class StackUnstack(Module):
-    "Bridge a model over tuples of frames and `(B,T,...)` tensors: tensors are unstacked going in and the outputs stacked back"
+    "As in the moving_mnist package: a list/tuple of frames is stacked to `(B,T,...)` for `module` and its output unstacked to a list"
     def __init__(self,
-        module:nn.Module, # A model taking `T` frames (as separate args or one list) and returning a list/tuple of frames
+        module:nn.Module, # A model taking `(B,T,...)` tensors (time at `dim`), e.g. a forecaster of 5-D batches
+        dim:int=1, # The time axis of the stacked tensors
+    ): store_attr()
+
+    def forward(self, x, *args, **kwargs):
+        "Frames in: stacked for `module`, a tensor output of the stacked rank unstacked to a list of frames; a tensor in goes straight in"
+        if not isinstance(x, (tuple, list)): return self.module(x, *args, **kwargs)
+        if not x or not all(isinstance(f, Tensor) for f in x):
+            raise TypeError(f"StackUnstack takes a (B,T,...) tensor or a non-empty list/tuple of frame tensors, got {type(x).__name__} "
+                            f"of {[type(f).__name__ for f in x][:3]}")
+        s = torch.stack(list(x), dim=self.dim)
+        out = self.module(s, *args, **kwargs)
+        # only an output with the time axis (same rank as the stack, e.g. `(B,T,C,H,W)`) is unstacked: `(B,n_classes)` is returned as is
+        return list(out.unbind(self.dim)) if isinstance(out, Tensor) and out.ndim==s.ndim else out
+
+class UnstackStack(Module):
+    "The reverse bridge: a model written for a list of frames used on `(B,T,...)` tensors (unstacked going in, outputs stacked back)"
+    def __init__(self,
+        module:nn.Module, # A model taking `T` frames (as one list or as separate args) and returning a list/tuple of frames
         dim:int=1, # The time axis of the tensors
         as_list:bool=True, # Give `module` one list of frames (True) or the frames as separate positional args
     ): store_attr()

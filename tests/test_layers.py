@@ -1,7 +1,7 @@
-"Tests for fastai_seq.layers: TimeDistributed, StackUnstack, StackLoss"
+"Tests for fastai_seq.layers: TimeDistributed, StackUnstack, UnstackStack, StackLoss"
 import pytest
 import torch
-from torch import nn
+from torch import nn, Tensor
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 from fastai.losses import MSELossFlat, L1LossFlat
@@ -130,7 +130,7 @@ def test_property_time_distributed_equals_loop(b, t, c, h, w, low_mem, tdim, tra
     ref = loop_over_time(conv, x, tdim=tdim)
     assert out.shape == ref.shape and torch.allclose(out, ref, atol=1e-5)
 
-# ---------------------------------------------------------------- StackUnstack / StackLoss
+# ---------------------------------------------------------------- StackUnstack / UnstackStack / StackLoss
 class FrameListModel(nn.Module):
     "A model written for a list of `(B,C,H,W)` frames: each output frame mixes its input with the previous one"
     def __init__(self, c=2): super().__init__(); self.conv = nn.Conv2d(2*c, c, 3, padding=1)
@@ -143,40 +143,90 @@ class FrameArgsModel(nn.Module):
     "A model taking the frames as separate positional args and returning a tuple"
     def forward(self, *frames): return tuple(f*2 + i for i,f in enumerate(frames))
 
-def test_stack_unstack_tensor_and_tuple():
+class SeqModel(nn.Module):
+    "A model written for `(B,T,C,H,W)` tensors, like the moving_mnist package's `SimpleModel`: mixes each frame with the previous one"
+    def __init__(self, c=2): super().__init__(); self.conv = nn.Conv2d(2*c, c, 3, padding=1)
+    def forward(self, x):
+        assert isinstance(x, Tensor) and x.ndim==5, f"expected a 5-D tensor, got {type(x)}"
+        prev = torch.cat([x[:, :1], x[:, :-1]], dim=1)
+        b,t = x.shape[:2]
+        return self.conv(torch.cat([x, prev], dim=2).flatten(0, 1)).reshape(b, t, -1, *x.shape[-2:])
+
+def package_stack_unstack(module, x, dim=1):
+    "The moving_mnist package's description, written out: stack the list of frames, run `module`, unstack its output"
+    return list(module(torch.stack(list(x), dim=dim)).unbind(dim))
+
+def test_stack_unstack_package_meaning():
+    torch.manual_seed(5)
+    m = SeqModel()
+    x = torch.randn(3, 4, 2, 5, 5)
+    frames = list(x.unbind(1))
+    ref = package_stack_unstack(m, frames)
+    su = StackUnstack(m)
+    for inp in (frames, tuple(frames)):   # a list or a tuple of (B,C,H,W) frames in -> a list of frames out
+        out = su(inp)
+        assert isinstance(out, list) and len(out) == 4 and all(o.shape == (3, 2, 5, 5) for o in out)
+        assert all(torch.allclose(o, r, atol=1e-6) for o,r in zip(out, ref))
+    out5 = su(x)   # a 5-D tensor goes straight to the module: the same numbers, as one tensor
+    assert isinstance(out5, Tensor) and torch.allclose(out5, m(x)) and torch.allclose(out5, torch.stack(ref, 1), atol=1e-6)
+    # dim=2: frames stacked to (B,C,T,H,W)
+    mt = lambda z: m(z.transpose(1, 2)).transpose(1, 2)
+    out2 = StackUnstack(mt, dim=2)(frames)
+    assert all(torch.allclose(o, r, atol=1e-6) for o,r in zip(out2, package_stack_unstack(mt, frames, dim=2)))
+    assert all(torch.allclose(o, r, atol=1e-6) for o,r in zip(out2, ref))
+    # an output without the time axis (a classifier's (B,n)) is returned as is, not split into n "frames"
+    clf = StackUnstack(lambda z: z.mean((1, 3, 4)))
+    assert torch.allclose(clf(frames), x.mean((1, 3, 4)))
+    # gradients flow to the frames and the module
+    fs = [f.clone().requires_grad_() for f in frames]
+    sum(o.sum() for o in StackUnstack(m)(fs)).backward()
+    assert all(f.grad is not None and f.grad.abs().sum() > 0 for f in fs) and m.conv.weight.grad.abs().sum() > 0
+    with pytest.raises(TypeError, match='StackUnstack'): StackUnstack(m)([])
+
+def test_stack_unstack_and_unstack_stack_are_inverse_bridges():
+    "A 5-D model wrapped for frames, then wrapped back for 5-D batches, is the model again"
+    torch.manual_seed(6)
+    m = SeqModel()
+    x = torch.randn(2, 3, 2, 4, 4)
+    assert torch.allclose(UnstackStack(StackUnstack(m))(x), m(x), atol=1e-6)
+    fl = FrameListModel()
+    frames = list(x.unbind(1))
+    assert all(torch.allclose(a, b, atol=1e-6) for a,b in zip(StackUnstack(UnstackStack(fl))(frames), fl(frames)))
+
+def test_unstack_stack_tensor_and_tuple():
     torch.manual_seed(2)
     m = FrameListModel()
     x = torch.randn(3, 4, 2, 5, 5)
     frames = list(x.unbind(1))
     ref = torch.stack(m(frames), dim=1)
-    su = StackUnstack(m)
+    su = UnstackStack(m)
     out = su(x)  # 5-D in -> 5-D out
     assert out.shape == (3, 4, 2, 5, 5) and torch.allclose(out, ref, atol=1e-6)
     assert torch.allclose(su(tuple(frames)), ref, atol=1e-6)  # a tuple of frames in
     assert torch.allclose(su(*frames), ref, atol=1e-6)  # frames as separate args
     # dim=2: (B,C,T,H,W)
-    assert torch.allclose(StackUnstack(m, dim=2)(x.transpose(1, 2)), ref.transpose(1, 2), atol=1e-6)
+    assert torch.allclose(UnstackStack(m, dim=2)(x.transpose(1, 2)), ref.transpose(1, 2), atol=1e-6)
     # a model taking the frames as positional args
-    y = StackUnstack(FrameArgsModel(), as_list=False)(x)
+    y = UnstackStack(FrameArgsModel(), as_list=False)(x)
     assert torch.allclose(y, x*2 + torch.arange(4.).view(1, 4, 1, 1, 1))
 
-def test_stack_unstack_gradients():
+def test_unstack_stack_gradients():
     m = FrameListModel()
     x = torch.randn(2, 3, 2, 4, 4, requires_grad=True)
-    StackUnstack(m)(x).sum().backward()
+    UnstackStack(m)(x).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0 and m.conv.weight.grad.abs().sum() > 0
 
 @settings(max_examples=10, deadline=None)
 @given(b=st.integers(1, 3), t=st.integers(1, 5), c=st.integers(1, 3), h=st.integers(1, 6), dim=st.sampled_from([1, 2]))
-def test_property_stack_unstack_round_trip(b, t, c, h, dim):
+def test_property_unstack_stack_round_trip(b, t, c, h, dim):
     shape = [b, c, h, h]
     shape.insert(dim, t)
     x = torch.randn(*shape)
-    ident = StackUnstack(lambda frames: list(frames), dim=dim)
+    ident = UnstackStack(lambda frames: list(frames), dim=dim)
     assert torch.equal(ident(x), x)  # unstack then stack back is the identity
     assert torch.equal(ident(tuple(x.unbind(dim))), x)
-    # a per-frame op through StackUnstack equals TimeDistributed of that op
-    per_frame = StackUnstack(lambda frames: [torch.tanh(f)*3 for f in frames], dim=dim)
+    # a per-frame op through UnstackStack equals TimeDistributed of that op
+    per_frame = UnstackStack(lambda frames: [torch.tanh(f)*3 for f in frames], dim=dim)
     assert torch.allclose(per_frame(x), TimeDistributed(nn.Tanh(), tdim=dim)(x)*3)
 
 @pytest.mark.parametrize('loss_func', [MSELossFlat(), L1LossFlat(), F.mse_loss])

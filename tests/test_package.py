@@ -22,7 +22,7 @@ def test_all_exports_the_public_api():
     import fastai_seq.all as a
     for name in ['ImageTuple', 'ImageSeq', 'SeqBlock', 'VideoBlock', 'SeqSplit', 'load_mnist_digits', 'MovingMNIST',
                  'moving_mnist_dls', 'make_moving_videos', 'get_video_files', 'extract_frames', 'videos_to_frames', 'unrar',
-                 'ucf101_splits', 'TimeDistributed', 'StackUnstack', 'StackLoss', 'list_archs', 'register_arch',
+                 'ucf101_splits', 'TimeDistributed', 'StackUnstack', 'UnstackStack', 'StackLoss', 'list_archs', 'register_arch',
                  'create_seq_model', 'seq_learner', 'save_gif', 'mse', 'mae', 'ssim', 'psnr', 'mse_frame', 'mae_frame',
                  'top_k_accuracy']:
         assert hasattr(a, name), name

@@ -1,4 +1,4 @@
-"Property tests (hypothesis): natural sorting, frame samplers, `TimeDistributed`, `StackUnstack`"
+"Property tests (hypothesis): natural sorting, frame samplers, `TimeDistributed`, `UnstackStack`"
 import os, random, string, tempfile
 from pathlib import Path
 import numpy as np, torch, pytest
@@ -6,7 +6,7 @@ from torch import nn
 from hypothesis import given, settings, assume, strategies as st, HealthCheck
 from fastai_seq.core import natural_key, SeqError, ImageSeq
 from fastai_seq.data import sample_indices, clip_indices, LoadFrames
-from fastai_seq.layers import TimeDistributed, StackUnstack
+from fastai_seq.layers import TimeDistributed, UnstackStack
 
 cfg = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -135,18 +135,18 @@ def test_time_distributed_linear_any_leading_shape(shape, f, low_mem):
     assert y.shape == (*shape, 3)
     assert torch.allclose(y, torch.stack([lin(x[:, i]) for i in range(shape[1])], 1), atol=1e-5)
 
-# ---------------------------------------------------------------- StackUnstack
+# ---------------------------------------------------------------- UnstackStack
 @cfg
 @given(shape=st.lists(st.integers(1, 4), min_size=2, max_size=5), data=st.data())
 def test_stack_unstack_round_trip(shape, data):
     dim = data.draw(st.integers(-len(shape), len(shape)-1))
     x = torch.randn(*shape)
     frames = list(x.unbind(dim))
-    ident = StackUnstack(lambda fs: list(fs), dim=dim)
+    ident = UnstackStack(lambda fs: list(fs), dim=dim)
     assert torch.equal(ident(x), x)  # tensor -> frames -> tensor
     assert torch.equal(ident(frames), x) and torch.equal(ident(tuple(frames)), x)  # frames -> tensor
     if len(frames) > 1:  # frames as separate args (one lone tensor arg is read as the stacked tensor)
-        assert torch.equal(StackUnstack(lambda *fs: fs, dim=dim, as_list=False)(*frames), x)
+        assert torch.equal(UnstackStack(lambda *fs: fs, dim=dim, as_list=False)(*frames), x)
     seen = []
-    StackUnstack(lambda fs: seen.extend(fs) or fs, dim=dim)(x)  # the module sees the frames in time order
+    UnstackStack(lambda fs: seen.extend(fs) or fs, dim=dim)(x)  # the module sees the frames in time order
     assert len(seen) == x.shape[dim] and all(torch.equal(a, b) for a,b in zip(seen, frames))
