@@ -116,8 +116,14 @@ class ImageSeq(TensorImage):
     _pil_cls = PILImage
 
     @classmethod
-    def create(cls, x, **kwargs):
+    def create(cls, x, cl_type=None, **kwargs):
         "From a `(T,H,W)`/`(T,C,H,W)`/`(T,H,W,C)` tensor or array, a list of images/tensors/paths, a frame folder or a video file"
+        # `cl_type` (positional too, as the fastai tutorial's `ImageSeq.create(x, TensorImageBW)`): the frame type;
+        # single-channel frame types give an `ImageSeqBW`, which shows with a grey colour map
+        if cl_type is not None:
+            if not isinstance(cl_type, type):
+                raise TypeError(f"ImageSeq.create: cl_type is the frame type (e.g. TensorImageBW, TensorImage), got {cl_type!r}")
+            if issubclass(cl_type, (TensorImageBW, PILImageBW)) and not issubclass(cls, ImageSeqBW): cls = ImageSeqBW
         if isinstance(x, (Tensor, np.ndarray)): return cls(_frames_from_array(torch.as_tensor(x)))
         if isinstance(x, (str, Path)):
             p = Path(x)
@@ -148,5 +154,6 @@ class ImageSeq(TensorImage):
         return save_gif(TensorBase(self if self.ndim==4 else self[0]), fn, fps=fps, **kwargs)
 
 class ImageSeqBW(ImageSeq):
-    "An `ImageSeq` of single-channel frames"
+    "An `ImageSeq` of single-channel frames, shown with a grey colour map"
     _pil_cls = PILImageBW
+    _show_args = {'cmap': 'gray'}

@@ -112,3 +112,24 @@ def test_gif_round_trip(tmp_path):
     assert got == list(range(7))
     fn2 = save_gif(torch.rand(3,1,8,8), tmp_path/'b.gif', scale=2)
     assert Image.open(fn2).size == (16, 16)
+
+def test_imageseq_create_cl_type(tmp_path):
+    "The fastai tutorial's `ImageSeq.create(x, TensorImageBW)`: the frame type, positional or keyword, is honoured"
+    from fastai.torch_core import TensorImageBW
+    from fastai.vision.core import PILImageBW
+    x = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8)
+    for s in (ImageSeq.create(x, TensorImageBW), ImageSeq.create(x, cl_type=TensorImageBW), ImageSeq.create(x[:, 0], PILImageBW)):
+        assert type(s) is ImageSeqBW and s.shape == (3, 1, 8, 8) and torch.equal(torch.as_tensor(s), x)
+    assert type(ImageSeq.create(x, TensorImage)) is ImageSeq and type(ImageSeq.create(x)) is ImageSeq
+    ax = ImageSeq.create(x, TensorImageBW).show()
+    assert ax.images[0].get_cmap().name == 'gray'
+    assert (ax.images[0].get_array()[:, :8] == x[0, 0].numpy()).all()   # the pixels of frame 0, unchanged
+    # a batch of them keeps the type (what `show_batch` dispatches on)
+    assert type(torch.stack([ImageSeq.create(x, TensorImageBW)]*2)) is ImageSeqBW
+    # frame files read as grey with a grey frame type
+    d = tmp_path/'f'; d.mkdir()
+    for i in range(2): Image.fromarray(np.full((6, 6, 3), 40*i, np.uint8)).save(d/f'{i}.png')
+    s = ImageSeq.create(d, TensorImageBW)
+    assert type(s) is ImageSeqBW and s.shape == (2, 1, 6, 6) and s[1].float().mean() == 40
+    with pytest.raises(TypeError, match='frame type'): ImageSeq.create(x, 'gray')
+    plt.close('all')
