@@ -7,4 +7,5 @@ from .metrics import *
 from .registry import *
 from .models import *
 from .learner import *
+from .precision import *
 from .distributed import *

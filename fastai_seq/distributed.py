@@ -20,10 +20,7 @@ work. The CPU fixes do nothing on CUDA/NCCL; the buffer broadcast and the exact 
   predictions through `learn.to_detach`, which drops the repeated samples.
 * `setup_distrib` (used by `distrib_ctx(in_notebook=True)`) called `torch.cuda.set_device` and NCCL: without CUDA it
   now joins a gloo group (`setup_cpu_distrib`).
-* `MixedPrecision` (`to_fp16`, `to_bf16`) always entered CUDA autocast, which on a CPU model only warns and trains in
-  float32: it now autocasts on the device the model is on, so `learn.to_bf16()` is real bfloat16 autocast on a CPU
-  (and `to_fp16()` float16 autocast with a CPU `GradScaler`). It warns when the model has `Conv3d` layers and this
-  torch has the oneDNN bug that gives NaN weight gradients to bfloat16 `Conv3d` over 2 frames (`cpu_bf16_conv3d_ok`).
+Mixed precision on CPUs (fastai's `MixedPrecision` only autocasts on CUDA) is in `fastai_seq/precision.py`.
 
 Sharding needs nothing from us: `DistributedDL` gives each rank a disjoint, equal slice of one sample order broadcast
 from rank 0 (repeating a few samples at the end when the set does not divide evenly), for training and validation
@@ -36,23 +33,17 @@ never behind a bare `if rank_distrib()==0:`, where the collective would wait for
 `learn.export()` already does nothing on ranks other than 0. See `docs/distributed.md` for the recipe.
 """
 from __future__ import annotations
-import os, warnings
+import os
 from contextlib import contextmanager
-from functools import lru_cache, wraps
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
-from torch import nn
-from torch.amp import GradScaler, autocast
 import fastai.distributed as _fd
-from fastcore.foundation import L
 from fastai.torch_core import num_distrib, rank_distrib, distrib_barrier, find_bs, apply
 from fastai.learner import AvgMetric, AvgLoss
 from fastai.distributed import DistributedDL, DistributedTrainer
-from fastai.callback.fp16 import MixedPrecision, AMPMode
+from .precision import model_device, _fastai, _wrapper
 
-__all__ = ['comm_device', 'setup_cpu_distrib', 'init_distrib', 'no_distrib', 'on_rank0', 'real_items', 'sync_buffers',
-           'model_device', 'cpu_bf16_conv3d_ok']
+__all__ = ['comm_device', 'setup_cpu_distrib', 'init_distrib', 'no_distrib', 'on_rank0', 'real_items', 'sync_buffers']
 
 def comm_device() -> torch.device:
     "The device collective tensors must be on: the current GPU for NCCL, else the CPU (gloo, mpi)"
@@ -97,24 +88,6 @@ def on_rank0(func, *args, **kwargs):
             if ok and not flag.item():
                 raise RuntimeError(f"on_rank0: {getattr(func, '__name__', func)!r} failed on rank 0; see its traceback there.")
     return res
-
-def model_device(learn) -> torch.device:
-    "The device of the first parameter of `learn.model`, else that of `learn.dls`, else the CPU"
-    p = next(iter(learn.model.parameters()), None)
-    if p is not None: return p.device
-    return torch.device(getattr(getattr(learn, 'dls', None), 'device', None) or 'cpu')
-
-def _fastai(f):
-    "fastai's own function under one of our wrappers, so that importing this module again never wraps twice"
-    return getattr(f, '_fastai_seq_orig', f)
-
-def _wrapper(orig):
-    "Like `functools.wraps(orig)`, also remembering `orig` for `_fastai`"
-    def _inner(f):
-        f = wraps(orig)(f)
-        f._fastai_seq_orig = orig
-        return f
-    return _inner
 
 # ------------------------------------------------------------------------------------------------------ CPU sharding
 @_wrapper(_fastai(DistributedDL._broadcast))
@@ -198,35 +171,3 @@ def _avg_loss_acc(self, learn):
     tot,cnt = _all_reduce_sum(v, k)
     self.total += tot; self.count += cnt
 AvgLoss.accumulate = _avg_loss_acc
-
-# ------------------------------------------------------------------------------------------------- mixed precision
-@lru_cache(maxsize=None)
-def cpu_bf16_conv3d_ok() -> bool:
-    "False when this torch computes NaN weight gradients for bfloat16 `Conv3d` on 2 frames on the CPU (a oneDNN bug)"
-    # Seen with torch 2.14 (oneDNN): a (3,1,1) temporal conv with padding 1 over an input of 2 frames gets NaN weight
-    # gradients in bfloat16 (float32 is fine, and so is the slow non-oneDNN path). R(2+1)D halves the clip length
-    # stage by stage, so its clips pass through 2 frames whatever their length.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        for ci,co,h in ((16,16,4), (64,64,8)):
-            x = torch.randn(4, ci, 2, h, h).bfloat16()
-            w = torch.randn(co, ci, 3, 1, 1).bfloat16().requires_grad_()
-            F.conv3d(x, w, None, 1, (1,0,0)).float().sum().backward()
-            if not torch.isfinite(w.grad).all(): return False
-    return True
-
-_fastai_mp_before_fit = _fastai(MixedPrecision.before_fit)
-@_wrapper(_fastai_mp_before_fit)
-def _mp_before_fit(self):
-    dev = model_device(self.learn)
-    if dev.type=='cuda': return _fastai_mp_before_fit(self)
-    # fastai always autocasts on CUDA, a no-op (with a warning) for a model elsewhere: autocast on the model's device
-    dtype = torch.bfloat16 if self.amp_mode==AMPMode.BF16 else torch.float16
-    self.kwargs['enabled'] = dtype==torch.float16   # bfloat16 has float32's range: no loss scaling
-    self.autocast,self.learn.scaler,self.scales = autocast(dev.type, dtype=dtype),GradScaler(dev.type, **self.kwargs),L()
-    if (dev.type=='cpu' and dtype==torch.bfloat16 and any(isinstance(m, nn.Conv3d) for m in self.learn.model.modules())
-        and not cpu_bf16_conv3d_ok()):
-        warnings.warn(f"torch {torch.__version__} computes NaN weight gradients for bfloat16 Conv3d over 2 frames on the CPU "
-                      "(a oneDNN bug), which this model's Conv3d layers are likely to meet (R(2+1)D always does): train it "
-                      "in float32 on the CPU (`learn.to_fp32()`), or in bf16 on a GPU.")
-MixedPrecision.before_fit = _mp_before_fit

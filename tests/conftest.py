@@ -30,6 +30,20 @@ def _close_figures():
     import matplotlib.pyplot as plt
     plt.close('all')
 
+@pytest.fixture(autouse=True)
+def _global_torch_state():
+    "A test that fails (or leaks) must not change later tests: restore CPU autocast, torch threads and the default dtype"
+    import torch
+    state = torch.is_autocast_enabled('cpu'), torch.get_autocast_dtype('cpu'), torch.get_num_threads(), torch.get_default_dtype()
+    yield
+    now = torch.is_autocast_enabled('cpu'), torch.get_autocast_dtype('cpu'), torch.get_num_threads(), torch.get_default_dtype()
+    if now!=state:
+        torch.set_autocast_enabled('cpu', state[0]); torch.set_autocast_dtype('cpu', state[1])
+        torch.set_num_threads(state[2]); torch.set_default_dtype(state[3])
+        if now[:2]!=state[:2]:
+            torch.clear_autocast_cache()
+            pytest.fail(f"the test left CPU autocast at {now[:2]} (it was {state[:2]}): restored for the tests after it")
+
 def make_frames(n:int, h:int=32, w:int=48, seed:int=0):
     "`n` RGB uint8 frames whose mean brightness encodes the frame index (frame i is about 8*i+20), with a little texture"
     import numpy as np
