@@ -1,4 +1,8 @@
-"""Forecasting metrics on `[0,1]` frames (`mse`, `mae`, `ssim`, `psnr`, `mse_frame`, `mae_frame`) and a capped `top_k_accuracy`
+"""Forecasting metrics on `[0,1]` frames (`seq_mse`, `seq_mae`, `ssim`, `psnr`, `mse_frame`, `mae_frame`) and a capped top-k accuracy
+
+Names: fastai's own `mse`, `mae` and `top_k_accuracy` keep their meaning after `from fastai_seq.all import *` (a plugin
+leaves its host intact): ours are `seq_mse`/`seq_mae` (shown as `mse`/`mae` in the results table) and `TopKAccuracy(k)`.
+fastai's `mse`/`mae` also work on sequences (they flatten), but on `[0,1]` frames only when the data is not normalised.
 
 Design
 ------
@@ -14,14 +18,14 @@ Before computing, predictions and targets are brought back to `[0,1]` by `x*std 
   batch transforms of the `DataLoader` being evaluated (`learn.dl`). `Normalize` only touches `TensorImage`s
   (`ImageSeq` is one) and fastai's `CastToTensor` strips batch types before metrics see them, so the target type is
   read from the types the `DataLoader` recorded (`dl._types`): a non-image target is left alone (when no types are
-  recorded the target is assumed normalised). `Learner(dls, model, metrics=[mse, ssim])` thus reports `[0,1]`
+  recorded the target is assumed normalised). `Learner(dls, model, metrics=[seq_mse, ssim])` thus reports `[0,1]`
   numbers on normalised data with nothing to pass, and undoes nothing on data without `Normalize`.
 A learner factory can also pass the stats explicitly, e.g. `MSE(*get_norm_stats(dls))`.
 Then `clamp=True` clips the predictions to `[0,1]`: the default for `ssim` and `psnr`, which assume a data range of 1;
 `mse`/`mae` are computed unclipped by default (as OpenSTL does).
 
 Definitions (per sequence, then averaged over sequences):
-* `mse`/`mae`: mean over all pixels of all frames (per-pixel scale).
+* `seq_mse`/`seq_mae` (named `mse`/`mae`): mean over all pixels of all frames (per-pixel scale).
 * `mse_frame`/`mae_frame`: the sum over the `C*H*W` values of each frame, averaged over frames: the numbers of
   the forecasting literature (OpenSTL's `MSE`/`MAE`, e.g. Moving MNIST tables), equal to `mse*C*H*W`.
 * `ssim`: Gaussian-window SSIM (window 11, sigma 1.5, K1=0.01, K2=0.03, data range 1, valid region only) of each
@@ -44,7 +48,7 @@ from fastai.distributed import DistributedDL
 from fastai.metrics import top_k_accuracy as _fastai_top_k
 
 __all__ = ['SeqMetric', 'get_norm_stats', 'frame_ssim', 'MSE', 'MAE', 'SSIM', 'PSNR', 'MSEFrame', 'MAEFrame',
-           'mse', 'mae', 'ssim', 'psnr', 'mse_frame', 'mae_frame', 'TopKAccuracy', 'top_k_accuracy']
+           'seq_mse', 'seq_mae', 'ssim', 'psnr', 'mse_frame', 'mae_frame', 'TopKAccuracy']
 
 _PSNR_EPS = 1e-10  # mse floor: a perfect frame scores 100 dB instead of inf
 
@@ -188,7 +192,7 @@ MAEFrame = _metric_factory(_mae_frame, 'mae_frame', False,
 SSIM = _metric_factory(_ssim, 'ssim', True, "Structural similarity (Gaussian window 11, sigma 1.5, data range 1) of each frame, averaged")
 PSNR = _metric_factory(_psnr, 'psnr', True, "Peak signal-to-noise ratio `10*log10(1/mse)` of each frame (peak 1), averaged")
 
-mse,mae,ssim,psnr,mse_frame,mae_frame = MSE(),MAE(),SSIM(),PSNR(),MSEFrame(),MAEFrame()
+seq_mse,seq_mae,ssim,psnr,mse_frame,mae_frame = MSE(),MAE(),SSIM(),PSNR(),MSEFrame(),MAEFrame()
 
 class TopKAccuracy:
     "fastai's `top_k_accuracy` with `k` capped at the number of classes, named `top_{k}_accuracy`"
@@ -207,4 +211,3 @@ class TopKAccuracy:
 
     def __repr__(self): return f'TopKAccuracy(k={self.k})'
 
-top_k_accuracy = TopKAccuracy()

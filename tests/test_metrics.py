@@ -9,6 +9,8 @@ from fastai.metrics import top_k_accuracy as fastai_top_k
 from fastai_seq.core import ImageSeq
 from fastai_seq.metrics import *
 
+mse, mae, top_k_accuracy = seq_mse, seq_mae, TopKAccuracy()   # ours, under short local names
+
 def smooth_seq(b=2, t=3, c=1, h=24, w=24, seed=0):
     "Frames with structure (blobs on a gradient) in [0,1], so SSIM has something to measure"
     g = torch.Generator().manual_seed(seed)
@@ -202,3 +204,38 @@ def test_learner_leaves_non_image_targets_alone():
         learn = Learner(dls, ShiftModel(), loss_func=MSELossFlat(), metrics=[mse])
         with learn.no_bar(): res = learn.validate()
         assert res[1] == pytest.approx(expected.item(), rel=1e-4), ycls
+
+# ---------------------------------------------------------------- fastai's names keep their meaning
+def test_fastai_names_intact_after_import():
+    "After `from fastai.vision.all import *; from fastai_seq.all import *`, every fastai name is fastai's object"
+    ns = {}
+    exec('from fastai.vision.all import *', ns)
+    ref = dict(ns)
+    for m in ('fastai.tabular.all', 'fastai.callback.all', 'fastai.metrics'):
+        d = {}
+        exec(f'from {m} import *', d)
+        for k,v in d.items(): ref.setdefault(k, v)
+    exec('from fastai_seq.all import *', ns)
+    changed = sorted(k for k,v in ref.items() if not k.startswith('__') and ns.get(k, v) is not v)
+    # `TimeDistributed`: API.md's name; a drop-in for fastai's (same arguments, same results: tests/test_layers.py)
+    assert changed==['TimeDistributed'], changed
+
+def test_plain_fastai_regression_with_fastai_metrics():
+    "A tabular-style regression `Learner(..., metrics=[mse, mae, rmse])` trains after the import, with fastai's values"
+    ns = {}
+    exec('from fastai.vision.all import *; from fastai_seq.all import *', ns)
+    from fastai.metrics import mse as f_mse, mae as f_mae, rmse
+    assert ns['mse'] is f_mse and ns['mae'] is f_mae and ns['top_k_accuracy'] is fastai_top_k
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 3, generator=g); y = x@torch.tensor([[1.], [-2.], [0.5]]) + 0.1*torch.randn(64, 1, generator=g)
+    items = list(zip(x, y))
+    dls = DataLoaders.from_dsets(items[:48], items[48:], bs=16, device='cpu')
+    torch.manual_seed(0)
+    learn = Learner(dls, nn.Linear(3, 1), loss_func=MSELossFlat(), metrics=[ns['mse'], ns['mae'], rmse])
+    with learn.no_bar(), learn.no_logging(): learn.fit(4, 0.1)
+    assert learn.recorder.metric_names[3:-1] == ['mse', 'mae', '_rmse']
+    vals = learn.recorder.values[-1]
+    with torch.no_grad(): pv = learn.model(x[48:])
+    assert vals[2] == pytest.approx(((pv-y[48:])**2).mean().item(), rel=1e-4)
+    assert vals[3] == pytest.approx((pv-y[48:]).abs().mean().item(), rel=1e-4)
+    assert learn.recorder.values[-1][0] < learn.recorder.values[0][0]   # the training loss fell

@@ -23,8 +23,8 @@ def test_all_exports_the_public_api():
     for name in ['ImageTuple', 'ImageSeq', 'SeqBlock', 'VideoBlock', 'SeqSplit', 'load_mnist_digits', 'MovingMNIST',
                  'moving_mnist_dls', 'make_moving_videos', 'get_video_files', 'extract_frames', 'videos_to_frames', 'unrar',
                  'ucf101_splits', 'TimeDistributed', 'StackUnstack', 'UnstackStack', 'StackLoss', 'list_archs', 'register_arch',
-                 'create_seq_model', 'seq_learner', 'save_gif', 'mse', 'mae', 'ssim', 'psnr', 'mse_frame', 'mae_frame',
-                 'top_k_accuracy']:
+                 'create_seq_model', 'seq_learner', 'save_gif', 'seq_mse', 'seq_mae', 'ssim', 'psnr', 'mse_frame', 'mae_frame',
+                 'TopKAccuracy']:
         assert hasattr(a, name), name
     from pathlib import Path as P
     assert hasattr(P, 'ls_sorted')
