@@ -11,7 +11,7 @@ from fastai.torch_core import TensorImage, TensorImageBW, TensorBase, show_image
 from fastai.data.transforms import image_extensions
 from fastai.vision.core import PILImage, PILImageBW, image2tensor
 
-__all__ = ['fast_mode', 'natural_key', 'ImageTuple', 'ImageSeq', 'ImageSeqBW', 'frames_strip', 'show_frames', 'save_gif',
+__all__ = ['fast_mode', 'natural_key', 'ls_sorted', 'ImageTuple', 'ImageSeq', 'ImageSeqBW', 'frames_strip', 'show_frames', 'save_gif',
            'SeqError']
 
 def fast_mode() -> bool:
@@ -26,14 +26,25 @@ def natural_key(name:str) -> list:
     # `re.split` with a capture group alternates text (even positions) and digits (odd): a comparison never mixes types
     return [int(t) if i%2 else t.lower() for i,t in enumerate(re.split(r'(\d+)', str(name)))]
 
-@patch
-def ls_sorted(self:Path, extensions:set|list=None, hidden:bool=False) -> L:
-    "The files of this folder in natural order (`2.jpg` before `10.jpg`), optionally only those with `extensions`"
-    if not self.is_dir(): raise SeqError(f"{self}: not a folder; ls_sorted lists the files of a folder.")
+def ls_sorted(
+    path, # A folder
+    extensions:set|list=None, # Only files with these suffixes (any case), e.g. `image_extensions`; None for all
+    hidden:bool=False, # Include names starting with '.'
+) -> L:
+    "The files of folder `path` in natural order (`2.jpg` before `10.jpg`), optionally only those with `extensions`"
+    # The library calls this function, never `Path.ls_sorted`: a user's own `@patch def ls_sorted(self)` (the UCF101
+    # tutorial has one) replaces the method, not this
+    path = Path(path)
+    if not path.is_dir(): raise SeqError(f"{path}: not a folder; ls_sorted lists the files of a folder.")
     exts = None if extensions is None else {e.lower() for e in listify(extensions)}
-    fs = [p for p in self.iterdir() if p.is_file() and (hidden or not p.name.startswith('.'))
+    fs = [p for p in path.iterdir() if p.is_file() and (hidden or not p.name.startswith('.'))
           and (exts is None or p.suffix.lower() in exts)]
     return L(sorted(fs, key=lambda p: (natural_key(p.name), p.name)))
+
+@patch  # fastcore's `patch` returns the global of that name: `ls_sorted` stays the function above
+def ls_sorted(self:Path, extensions:set|list=None, hidden:bool=False) -> L:
+    "The files of this folder in natural order (`2.jpg` before `10.jpg`), optionally only those with `extensions`"
+    return ls_sorted(self, extensions, hidden)
 
 def _to_uint8_hwc(img) -> np.ndarray:
     "One frame (PIL image, `(C,H,W)` tensor or `(H,W[,C])` array; float in [0,1] or ints in [0,255]) as uint8 `(H,W,C)`"
@@ -128,7 +139,7 @@ class ImageSeq(TensorImage):
         if isinstance(x, (str, Path)):
             p = Path(x)
             if p.is_dir():
-                fs = p.ls_sorted(extensions=image_extensions)
+                fs = ls_sorted(p, extensions=image_extensions)
                 if not fs: raise SeqError(f"{p}: this frame folder holds no images ({', '.join(sorted(image_extensions)[:6])}, ...).")
                 return cls.create(list(fs), **kwargs)
             if p.suffix.lower() in _video_exts or p.is_file():
