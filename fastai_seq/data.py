@@ -202,20 +202,25 @@ class LoadFrames(RandTransform):
     def _guard(self, f, o, src):
         "`f(o)`, turning a failure into an error naming `src` ('raise') or a logged `SkippedItem` ('skip')"
         probe, self._probe = self._probe and self._split is None, False
+        self._src = src  # the source of the item being loaded in this process: `SeqDL` names it if its frames differ in size
         try: return f(o)
         except SkipItemException: raise
         except Exception as e:
             err = e if isinstance(e, (SeqError, VideoError)) else SeqError(
                 f"{src if src is not None else 'sequence'}: cannot load it ({type(e).__name__}: {e}). Remove or replace it.")
-            if self.on_error=='raise':
-                if err is e: raise
-                raise err from e
-            if probe:  # the output type is all `TfmdLists.setup` needs: the loader replaces this item when it is loaded
+            if self.on_error=='skip' and probe:  # the output type is all `TfmdLists.setup` needs: the loader replaces this item
                 return ImageTuple(self._pil(np.zeros((8,8,3), np.uint8)) for _ in range(self.n_frames or 1))
-            msg = str(err)
-            self.skip_log.add(msg)
-            warnings.warn(f"on_error='skip': skipping {msg}", SkippedItemWarning)
-            raise SkippedItem(msg) from e
+            x = self._fail(err)
+            if x is e: raise
+            raise x from e
+
+    def _fail(self, err:Exception) -> Exception:
+        "What to raise for the item error `err` (naming its source): `err` itself ('raise'), or a logged `SkippedItem` ('skip')"
+        if self.on_error=='raise': return err
+        msg = str(err)
+        self.skip_log.add(msg)
+        warnings.warn(f"on_error='skip': skipping {msg}", SkippedItemWarning)
+        return SkippedItem(msg)
 
     def encodes(self, o:str|Path): return self._guard(self._load_path, Path(o), o)
     def encodes(self, o:list|tuple|L): return self._guard(self._load_list, o, None)
@@ -277,21 +282,34 @@ def _hwc_uint8(f) -> np.ndarray:
     if a.dtype!=np.uint8: a = (np.clip(a, 0, 1)*255).round().astype(np.uint8) if a.dtype.kind=='f' else a.astype(np.uint8)
     return a[...,0] if a.ndim==3 and a.shape[-1]==1 else a
 
+class _FramesDiffer(SeqError):
+    "The frames of one sequence differ in size; `pos` is the sequence's place in the item (`SeqDL` names its source)"
+    def __init__(self, msg, pos=None, shapes=()):
+        super().__init__(msg)
+        self.pos, self.shapes = pos, shapes
+    def __reduce__(self): return (self.__class__, (self.args[0] if self.args else '', self.pos, self.shapes))
+
+_RESIZE = "add `Resize(...)` to the DataBlock's `item_tfms` (e.g. `item_tfms=Resize(128)`), or make the frames one size"
+
+def _differ_msg(src, shapes) -> str:
+    "The error for a sequence `src` (None if unknown) whose frames have the (C,H,W) `shapes`"
+    sizes = ', '.join(f'{w}x{h}' for _,h,w in sorted(shapes)[:3]) + (', ...' if len(shapes)>3 else '')
+    return f"{src if src is not None else 'sequence'}: the frames of this sequence differ in size ({sizes}): {_RESIZE}."
+
 class StackFrames(ItemTransform):
     "Stack the (tensor) frames of every `ImageTuple` in an item into one `ImageSeq` `(T,C,H,W)`"
     order = 6  # after `ToTensor`
     def __init__(self, cls=ImageSeq): self.cls = cls
-    def _stack(self, o):
+    def _stack(self, o, pos=None):
         if isinstance(o, ImageSeq): return o
         if isinstance(o, ImageTuple):
             shapes = {tuple(t.shape) for t in o}
-            if len(shapes)>1:
-                src = getattr(o, 'src', None)
-                raise SeqError(f"{src+': the f' if src else 'F'}rames of one sequence differ in size {sorted(shapes)[:3]}: "
-                               "add `item_tfms=Resize(...)`, or make the frames one size.")
+            if len(shapes)>1: raise _FramesDiffer(_differ_msg(getattr(o, 'src', None), shapes), pos, sorted(shapes))
             return self.cls(torch.stack([TensorBase(t) for t in o]))
         return o
-    def encodes(self, b): return type(b)(self._stack(o) for o in b) if isinstance(b, (tuple, list)) else self._stack(b)
+    def encodes(self, b):
+        if isinstance(b, (tuple, list)): return type(b)(self._stack(o, i) for i,o in enumerate(b))
+        return self._stack(b)
 
 class IntToFloatSeq(IntToFloatTensor):
     "`IntToFloatTensor` that leaves float sequences (already in [0,1]) alone"
@@ -302,11 +320,39 @@ def _load_tfms(dataset) -> list:
     tls = getattr(dataset, 'tls', [dataset])
     return [f for tl in tls for f in getattr(getattr(tl, 'tfms', None), 'fs', []) if isinstance(f, LoadFrames)]
 
+def _loader_at(dataset, pos) -> LoadFrames|None:
+    "The `LoadFrames` that made element `pos` of the items of `dataset` (a `Datasets` or a `TfmdLists`)"
+    tls = getattr(dataset, 'tls', None)
+    tl = dataset if tls is None else tls[pos] if pos is not None and pos<len(tls) else None
+    fs = [f for f in getattr(getattr(tl, 'tfms', None), 'fs', []) if isinstance(f, LoadFrames)]
+    return fs[0] if fs else None
+
 class SeqDL(TfmdDL):
     "A `TfmdDL` that replaces items skipped under `on_error='skip'` by the next loadable item and warns once per pass"
     def create_item(self, s):
         "Item `s`, or, if it was skipped, the first loadable item after it (with its own label)"
-        try: return super().create_item(s)
+        return self._replaced(s, super().create_item)
+
+    def do_item(self, s):
+        "Item `s` through `after_item`; one skipped when loaded or when its frames are stacked is replaced by the next loadable one"
+        try: return self._replaced(s, self._item)
+        except SkipItemException: return None  # not indexed: dropped, as fastai does
+
+    def _item(self, s):
+        "`after_item(create_item(s))` for item `s` alone; frames of different sizes are that item's error, named and under its `on_error`"
+        o = super().create_item(s)
+        try: return self.after_item(o)
+        except _FramesDiffer as e:
+            lf = _loader_at(self.dataset, e.pos if isinstance(o, tuple) else None)
+            if lf is None: raise
+            src = getattr(lf, '_src', None)  # set when this process loaded item `s`, just above
+            src = src if src is not None else f'item {s or 0} of the dataset'
+            x = lf._fail(SeqError(_differ_msg(src, e.shapes)))
+            raise x from None
+
+    def _replaced(self, s, f):
+        "`f(s)`, or, if item `s` was skipped, `f` of the first loadable item after it"
+        try: return f(s)
         except SkippedItem as e:
             if not self.indexed: raise
             bad = self.__dict__.setdefault('_bad', set())  # per process: a DataLoader worker tries a broken item once
@@ -315,7 +361,7 @@ class SeqDL(TfmdDL):
             for k in range(1, n):
                 j = (i+k)%n
                 if j in bad: continue
-                try: return super().create_item(j)
+                try: return f(j)
                 except SkippedItem: bad.add(j)
             raise SeqError(f"None of the {n} items of this dataset could be loaded (on_error='skip' replaces a broken item "
                            f"by another one), e.g. {e}") from None

@@ -199,7 +199,7 @@ def test_symlink_loop_in_frame_folder(root):
 
 # ---- frame images ----
 def _frame_dls(path, nw=0, cls=ImageSeq, item_tfms=None, **kw):
-    dblock = DataBlock(blocks=(SeqBlock(cls, **kw), CategoryBlock), get_items=lambda p: [o for o in p.glob('*/*/*') if o.is_dir()],
+    dblock = DataBlock(blocks=(SeqBlock(cls, **kw), CategoryBlock), get_items=lambda p: sorted(o for o in p.glob('*/*/*') if o.is_dir()),
                        get_y=parent_label, splitter=GrandparentSplitter(), item_tfms=item_tfms)
     return dblock.dataloaders(path, bs=2, num_workers=nw)
 
@@ -261,9 +261,35 @@ def test_frames_of_two_sizes(frame_folder, fdls, root, nw):
     seq = root/f'twosizes{nw}'/'a'/'seq'; seq.mkdir(parents=True)
     for i,f in enumerate(make_frames(3, 32, 48)): Image.fromarray(f).save(seq/f'{i}.png')
     for i,f in enumerate(make_frames(6, 24, 24)[3:], 3): Image.fromarray(f).save(seq/f'{i}.png')
-    msg = _raises(fdls, seq, nw, r'differ in size.*Resize')  # no Resize: the error names the folder
+    msg = _raises(fdls, seq, nw, r'differ in size \(24x24, 48x32\).*Resize\(\.\.\.\)` to the DataBlock.s `item_tfms`')
+    assert f'{seq}: the frames' in msg  # no Resize: the error names the folder
     x, = _batches(_frame_dls(frame_folder, item_tfms=Resize(16)), [seq], nw)[0]  # with Resize it works
     assert x.shape == (1, 6, 3, 16, 16) and [frame_index(f) for f in x[0]] == list(range(6))
+
+@pytest.mark.parametrize('nw', NW)
+def test_frames_of_two_sizes_skipped(frame_folder, root, nw):
+    "Under on_error='skip' a folder of mixed frame sizes is replaced, its error logged: epochs complete, labels stay right"
+    d = root/f'twosizes_skip{nw}'
+    shutil.copytree(frame_folder, d)
+    seq = d/'train'/'a'/'a_0'  # the first training item: `dataloaders` builds all the same
+    for i,f in enumerate(make_frames(3, 24, 24), 1): Image.fromarray(f).save(seq/f'{i}.png')
+    vseq = d/'valid'/'b'/'b_1'
+    Image.fromarray(make_frames(1, 40, 40)[0]).save(vseq/'4.png')  # a sampled frame (n_frames=4 of 10: 1, 4, 7, 10)
+    dls = _frame_dls(d, nw=nw, on_error='skip', n_frames=4)
+    _loader(dls).skip_log.clear()
+    for dl, bad, n in ((dls.valid, vseq, 4), (dls.train, seq, 6)):
+        with pytest.warns(SkippedItemWarning) as w: bs = list(dl)
+        assert [len(y) for _,y in bs] == [2]*(n//2) and all(x.shape[1:] == (4, 3, 32, 48) for x,_ in bs)
+        assert [m for m in dl.skipped] == [f"{bad}: the frames of this sequence differ in size " + (
+            "(24x24, 48x32): " if dl is dls.train else "(48x32, 40x40): ") + fsd._RESIZE + "."]
+        summary = [str(o.message) for o in w if 'in this pass' in str(o.message)]
+        assert len(summary) == 1 and summary[0].startswith(f'1 of {n} items') and str(bad) in summary[0]
+        items = list(dl.items)
+        repl = items[(items.index(bad)+1) % n]  # the broken item's replacement: the next item of the dataset
+        assert sorted(dls.vocab[int(t)] for _,y in bs for t in y) == sorted([o.parent.name for o in items if o != bad] + [repl.parent.name])
+    dls.train.shuffle = False
+    x, y = dls.train.one_batch()  # the first item is replaced by the next loadable one, with its own label
+    assert [dls.vocab[int(t)] for t in y] == ['a', 'a']
 
 @pytest.mark.parametrize('nw', NW)
 def test_huge_frame_images_refused_from_the_header(fdls, frame_folder, root, nw):
