@@ -510,38 +510,88 @@ def _link_target(rf, info):
     if getattr(info, 'file_redir', None): return info.file_redir[2]
     return rf.read(info).decode('utf8', 'replace')
 
+_RAR_TOOLS = ("Compressed archives also need an `unrar`, `unar`, `7z` or `bsdtar` program "
+              "(e.g. `apt install unrar` or `apt install libarchive-tools`)")
+
+def _rar_error(fname, dest, e):
+    "Archive `fname`'s rarfile error `e` as the same error type, its message naming the archive and saying what to do"
+    import rarfile
+    nothing = f"nothing was extracted to {dest}"
+    if isinstance(e, rarfile.NotRarFile):
+        msg = (f"{fname}: not a RAR archive ({e}); {nothing}. Check that the download finished and is the .rar itself "
+               "(a saved HTML error page, or a .zip/.tar renamed, ends here): download it again, or extract it with the "
+               "tool its real format needs")
+    elif isinstance(e, rarfile.RarCannotExec):
+        msg = f"{fname}: no program can decompress its members ({e}); {nothing}. {_RAR_TOOLS}, then call unrar again"
+    elif isinstance(e, (rarfile.NeedFirstVolume,)):
+        msg = (f"{fname}: this is not the first volume of a multi-volume archive ({e}); {nothing}. "
+               "Pass the first volume (`.part1.rar` or `.rar`) with all the others beside it")
+    elif isinstance(e, rarfile.PasswordRequired):
+        msg = f"{fname}: the archive is encrypted ({e}); {nothing}. Extract it with `unrar x` and its password"
+    else:
+        msg = (f"{fname}: the archive is truncated or corrupt ({type(e).__name__}: {e}); {nothing}. Download it again "
+               "(an interrupted download is the usual cause: compare its size with the one the site gives), then call "
+               "unrar again")
+    try: err = type(e)(msg)
+    except Exception: err = rarfile.BadRarFile(msg)
+    return err
+
+def _single_top(tmp:Path) -> Path|None:
+    "The one folder that holds everything extracted into `tmp` (UCF101's `UCF-101/`), if it is alone and no link leaves it"
+    top = list(tmp.iterdir())
+    if len(top)!=1 or top[0].is_symlink() or not top[0].is_dir(): return None
+    top = top[0].resolve()
+    for p,ds,fs in os.walk(top):
+        for n in ds+fs:
+            q = Path(p)/n
+            if q.is_symlink():
+                t = Path(os.path.realpath(q))
+                if t != top and top not in t.parents: return None  # it points beside the folder: keep the archive's layout
+    return top
+
 def unrar(fname,       # A .rar archive
           dest=None,   # Folder to extract into (default: beside the archive, named after it)
           force=False, # Extract again even if `dest` exists
-         )->Path:
+         )->Path:      # `dest`, holding the archive's contents (the contents of its single top folder, if it has one)
     "Extract `fname` into `dest` like `untar_data`: atomically, skipped if done, refusing members that escape `dest`"
     try: import rarfile
     except ImportError as e:
         raise ImportError("`unrar` needs the `rarfile` package: `pip install rarfile` (or `pip install fastai_seq[rar]`). "
-                          "Compressed archives also need an `unrar`, `unar`, `7z` or `bsdtar` binary "
-                          "(e.g. `apt install unrar` or `apt install libarchive-tools`)") from e
+                          f"{_RAR_TOOLS}") from e
     fname = Path(fname)
     if not fname.exists(): raise FileNotFoundError(f"{fname}: no such archive")
     dest = Path(dest) if dest is not None else fname.parent/fname.stem
-    if dest.exists() and not force: return dest
+    if dest.exists() and not dest.is_dir() and not force:
+        raise FileExistsError(f"{dest}: exists and is not a folder, so {fname} cannot be extracted there: pass another "
+                              "`dest`, or remove it")
+    if dest.is_dir() and any(dest.iterdir()) and not force: return dest  # only a finished extraction is renamed to `dest`
     for t in dest.parent.glob(f'.{dest.name}.tmp-*'): shutil.rmtree(t, ignore_errors=True)  # left by an interrupted run
-    with rarfile.RarFile(fname) as rf:
-        infos = rf.infolist()
-        for info in infos:  # check everything before writing anything
-            _safe_member_path(dest, info.filename, is_dir=info.is_dir())
-            if info.is_symlink():
-                t = _link_target(rf, info).replace('\\', '/')
-                if t.startswith('/') or re.match(r'^[A-Za-z]:', t):
-                    raise ValueError(f"Refusing archive member {info.filename!r}: symlink to the absolute path {t!r}")
-                _safe_member_path(dest, str(Path(info.filename.replace('\\', '/')).parent/t), is_dir=True)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.parent/f'.{dest.name}.tmp-{uuid.uuid4().hex[:8]}'
-        try:
-            tmp.mkdir()
-            rf.extractall(tmp)
-            if dest.exists(): shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
-            os.rename(tmp, dest)
-        finally: shutil.rmtree(tmp, ignore_errors=True)
+    ends = []
+    def _seen(h):
+        if h.type == rarfile.RAR_BLOCK_ENDARC: ends.append(h)
+    try:
+        with rarfile.RarFile(fname, info_callback=_seen, errors='strict') as rf:
+            # An archive cut short ends without its end-of-archive block: rarfile lists the members before the cut
+            # and no error, so refuse it before anything is written
+            if not ends: raise rarfile.BadRarFile("it ends before its end-of-archive block")
+            infos = rf.infolist()
+            for info in infos:  # check everything before writing anything
+                _safe_member_path(dest, info.filename, is_dir=info.is_dir())
+                if info.is_symlink():
+                    t = _link_target(rf, info).replace('\\', '/')
+                    if t.startswith('/') or re.match(r'^[A-Za-z]:', t):
+                        raise ValueError(f"Refusing archive member {info.filename!r}: symlink to the absolute path {t!r}")
+                    _safe_member_path(dest, str(Path(info.filename.replace('\\', '/')).parent/t), is_dir=True)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.parent/f'.{dest.name}.tmp-{uuid.uuid4().hex[:8]}'
+            try:
+                tmp.mkdir()
+                rf.extractall(tmp)
+                src = _single_top(tmp) or tmp  # like `untar_data`: `dest` is the data folder, not a folder around it
+                if dest.exists(): shutil.rmtree(dest) if dest.is_dir() and not dest.is_symlink() else dest.unlink()
+                os.rename(src, dest)
+            finally: shutil.rmtree(tmp, ignore_errors=True)
+    except rarfile.Error as e: raise _rar_error(fname, dest, e) from e
     return dest
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 "Robust I/O: a user's own `Path.ls_sorted` patch, frame folders of mixed sizes, truncated/foreign rar archives, `videos_to_frames` workers outliving their parent"
-import os, signal, subprocess, sys, textwrap, time, warnings
+import os, re, signal, subprocess, sys, textwrap, time, warnings
 from pathlib import Path
 import numpy as np, pytest
 from PIL import Image
@@ -7,6 +7,7 @@ from fastcore.basics import patch
 from fastai.vision.all import DataBlock, CategoryBlock, parent_label, GrandparentSplitter, Resize
 from fastai_seq.core import ImageSeq, SeqError, ls_sorted
 from fastai_seq.data import SeqBlock, SkippedItemWarning
+from fastai_seq.video import unrar, videos_to_frames
 from conftest import make_frames, frame_index, write_video, REPO
 
 # ---- the UCF101 tutorial's own `Path.ls_sorted` ----
@@ -41,3 +42,54 @@ def test_ls_sorted_function_and_method_agree(tmp_path):
     assert [p.name for p in ls_sorted(tmp_path)] == [p.name for p in tmp_path.ls_sorted()] == ['2.jpg', '10.jpg', 'img_1.jpg', 'notes.txt']
     assert [p.name for p in ls_sorted(str(tmp_path), extensions=['.JPG'], hidden=True)] == ['2.jpg', '10.jpg', '.hidden.jpg', 'img_1.jpg']
     with pytest.raises(SeqError, match='not a folder'): ls_sorted(tmp_path/'2.jpg')
+
+# ---- unrar: a cut or foreign archive never yields `dest`; one top folder is the data folder ----
+@pytest.fixture
+def rarfile(): return pytest.importorskip('rarfile', reason='unrar needs the optional rarfile package')
+
+def _rar4(*a):
+    from test_video import _rar4  # the hand-built RAR 4 writer (stored members: rarfile reads them without an unrar program)
+    return _rar4(*a)
+
+UCF_MEMBERS = [('UCF-101', None), ('UCF-101/Archery', None), ('UCF-101/Archery/v_Archery_g01_c01.avi', b'a'*40),
+               ('UCF-101/Biking', None), ('UCF-101/Biking/v_Biking_g01_c01.avi', b'b'*30)]
+
+def _tree(d:Path) -> list: return sorted(str(p.relative_to(d)) for p in d.rglob('*'))
+
+def test_unrar_truncated_archive_never_yields_dest(tmp_path, rarfile):
+    good = _rar4(tmp_path/'UCF101.rar', UCF_MEMBERS).read_bytes()
+    cut, dest = tmp_path/'cut.rar', tmp_path/'data'/'UCF101'
+    kinds = set()
+    for n in range(len(good)):  # every cut: in the signature, a member header, member data, the end-of-archive block
+        cut.write_bytes(good[:n])
+        with pytest.raises(rarfile.Error) as e: unrar(cut, dest)
+        msg = str(e.value); kinds.add(type(e.value))
+        assert msg.startswith(f'{cut}: ') and 'nothing was extracted' in msg and 'download it again' in msg.lower(), (n, msg)
+        assert not dest.exists() and not list(dest.parent.glob('.*'))  # no `dest` for a later call to return, no temp folder
+    assert kinds == {rarfile.NotRarFile, rarfile.BadRarFile}
+    cut.write_bytes(good)  # the download completed: the same call now extracts
+    assert unrar(cut, dest) == dest and _tree(dest) == ['Archery', 'Archery/v_Archery_g01_c01.avi', 'Biking', 'Biking/v_Biking_g01_c01.avi']
+
+def test_unrar_corrupt_and_foreign_archives_name_the_file(tmp_path, rarfile):
+    b = bytearray(_rar4(tmp_path/'x.rar', UCF_MEMBERS).read_bytes())
+    b[b.index(b'a'*40)+5] ^= 1  # one flipped bit in a member's data: its CRC fails
+    bad = tmp_path/'crc.rar'; bad.write_bytes(bytes(b))
+    with pytest.raises(rarfile.BadRarFile, match=rf'^{re.escape(str(bad))}: the archive is truncated or corrupt .*Download it again'): unrar(bad)
+    assert not (tmp_path/'crc').exists()
+    page = tmp_path/'UCF101.rar'; page.write_text('<html><body>404 Not Found</body></html>')  # a saved error page
+    with pytest.raises(rarfile.NotRarFile, match=rf'^{re.escape(str(page))}: not a RAR archive.*download it again'): unrar(page)
+    assert not (tmp_path/'UCF101').exists()
+    (tmp_path/'file').write_text('x')
+    with pytest.raises(FileExistsError, match='not a folder'): unrar(tmp_path/'x.rar', tmp_path/'file')
+
+def test_unrar_returns_the_folder_of_classes(tmp_path, rarfile):
+    arc = _rar4(tmp_path/'UCF101.rar', UCF_MEMBERS)
+    (tmp_path/'pre').mkdir()  # an empty folder made beforehand is not a finished extraction
+    for dest in (None, tmp_path/'pre'):
+        path = unrar(arc, dest)
+        assert path == (dest or tmp_path/'UCF101') and sorted(p.name for p in path.ls()) == ['Archery', 'Biking']
+    # several top entries, or a link out of the top folder: the archive's layout is kept
+    two = _rar4(tmp_path/'two.rar', [('a', None), ('a/x.txt', b'1'), ('b.txt', b'2')])
+    assert _tree(unrar(two)) == ['a', 'a/x.txt', 'b.txt']
+    up = _rar4(tmp_path/'up.rar', [('top', None), ('top/x.txt', b'1'), ('top/up', ('link', '..'))])
+    assert _tree(unrar(up)) == ['top', 'top/up', 'top/x.txt'] and (tmp_path/'up'/'top'/'up').resolve() == (tmp_path/'up').resolve()

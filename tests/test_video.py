@@ -348,13 +348,13 @@ def test_unrar(tmp_path):
     pytest.importorskip('rarfile', reason='unrar needs the optional rarfile package')
     arc = _rar4(tmp_path/'UCF.rar', [('UCF-101', None), ('UCF-101/a.txt', b'hello'), ('UCF-101/b/c.txt', b'x'*1000),
                                      ('UCF-101/ln', ('link', 'a.txt'))])
-    dest = unrar(arc)
+    dest = unrar(arc)  # one top folder (UCF-101/): `dest` is that folder, as `untar_data` returns the data folder
     assert dest == tmp_path/'UCF'
-    assert (dest/'UCF-101'/'a.txt').read_bytes() == b'hello' and (dest/'UCF-101'/'b'/'c.txt').read_bytes() == b'x'*1000
-    assert (dest/'UCF-101'/'ln').is_symlink() and (dest/'UCF-101'/'ln').read_bytes() == b'hello'
-    t = (dest/'UCF-101'/'a.txt').stat().st_mtime_ns
-    assert unrar(arc) == dest and (dest/'UCF-101'/'a.txt').stat().st_mtime_ns == t  # already extracted: skipped
-    assert unrar(arc, tmp_path/'other') == tmp_path/'other' and (tmp_path/'other'/'UCF-101'/'a.txt').exists()
+    assert (dest/'a.txt').read_bytes() == b'hello' and (dest/'b'/'c.txt').read_bytes() == b'x'*1000
+    assert (dest/'ln').is_symlink() and (dest/'ln').read_bytes() == b'hello'
+    t = (dest/'a.txt').stat().st_mtime_ns
+    assert unrar(arc) == dest and (dest/'a.txt').stat().st_mtime_ns == t  # already extracted: skipped
+    assert unrar(arc, tmp_path/'other') == tmp_path/'other' and (tmp_path/'other'/'a.txt').exists()
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob('*'))
     cases = {'dotdot': [('ok.txt', b'1'), ('../evil.txt', b'2')], 'abs': [('ok.txt', b'1'), ('/tmp/evil.txt', b'2')],
              'link': [('ok', None), ('ok/up', ('link', '../../evil_dir'))],
