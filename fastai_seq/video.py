@@ -439,6 +439,38 @@ def _convert_one(v, o, size=None, quality=90, ext='.jpg', threads=None):
 
 def _convert_star(args): return _convert_one(*args)
 
+_PR_SET_PDEATHSIG = 1  # Linux `prctl` option: a signal the kernel sends this process when its parent dies (None: not used)
+
+def _parent_gone(parent:int, ppid:int) -> bool:
+    "True once the process `parent` that started this worker (whose parent pid was `ppid` at start) has died"
+    if os.getppid() != ppid: return True  # re-parented: the parent died, even if it is a zombie not yet reaped
+    if os.name == 'posix':  # (on Windows, `os.kill` would terminate the process)
+        try: os.kill(parent, 0)
+        except ProcessLookupError: return True
+        except OSError: pass
+    return False
+
+def _exit_with_parent(parent:int):
+    "`videos_to_frames` worker initializer: exit at once when `parent` dies (SIGKILL, OOM killer), not minutes later"
+    ppid = os.getppid()
+    if _PR_SET_PDEATHSIG and sys.platform.startswith('linux') and ppid == parent:
+        try:
+            import ctypes, signal
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except Exception: pass  # the watching thread below still ends the worker
+    if _parent_gone(parent, ppid): os._exit(1)  # it died before the signal was armed
+    import multiprocessing as mp
+    def _watch():  # portable: wakes when the parent's pipe closes (it died), and polls the parent pid twice a second
+        from multiprocessing.connection import wait
+        sentinel = getattr(mp.parent_process(), 'sentinel', None)
+        while not _parent_gone(parent, ppid):
+            try:
+                if sentinel is not None and wait([sentinel], timeout=0.5): sentinel = None  # closed: the loop checks why
+            except Exception: sentinel = None
+            if sentinel is None: time.sleep(0.5)
+        os._exit(1)
+    threading.Thread(target=_watch, name='fastai_seq-exit-with-parent', daemon=True).start()
+
 def videos_to_frames(videos,          # A folder (searched with `get_video_files`), a video file, or a list of video files
                      dest,            # Output root: one folder of numbered frames per video
                      root=None,       # Keep video paths relative to `root` (default: the folder given, else `<parent>/<stem>`)
@@ -474,7 +506,8 @@ def videos_to_frames(videos,          # A folder (searched with `get_video_files
             e = _convert_one(v, o, size, quality, ext)
             if e: errs[v] = e
     else:
-        with ProcessPoolExecutor(min(n_workers, len(todo))) as ex:
+        # workers exit when this process dies: a killed notebook kernel leaves no decoder processes behind
+        with ProcessPoolExecutor(min(n_workers, len(todo)), initializer=_exit_with_parent, initargs=(os.getpid(),)) as ex:
             futs = {ex.submit(_convert_star, (v, o, size, quality, ext, 1)): v for v, o in todo}
             it = as_completed(futs)
             if progress: it = progress_bar(it, total=len(futs), leave=False)

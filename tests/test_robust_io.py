@@ -93,3 +93,67 @@ def test_unrar_returns_the_folder_of_classes(tmp_path, rarfile):
     assert _tree(unrar(two)) == ['a', 'a/x.txt', 'b.txt']
     up = _rar4(tmp_path/'up.rar', [('top', None), ('top/x.txt', b'1'), ('top/up', ('link', '..'))])
     assert _tree(unrar(up)) == ['top', 'top/up', 'top/x.txt'] and (tmp_path/'up'/'top'/'up').resolve() == (tmp_path/'up').resolve()
+
+# ---- videos_to_frames: workers do not outlive their parent ----
+_PARENT = textwrap.dedent('''
+    import sys, time
+    import fastai_seq.video as fsv
+    if sys.argv[3] == 'watch': fsv._PR_SET_PDEATHSIG = None  # only the portable watching thread
+    _extract = fsv.extract_frames
+    def slow(*a, **k):  # workers (forked) decode slowly: they are busy when the parent is killed
+        for img in _extract(*a, **k): time.sleep(0.5); yield img
+    fsv.extract_frames = slow
+    fsv.videos_to_frames(sys.argv[1], sys.argv[2], n_workers=2, progress=False)
+''')
+
+def _children(pid:int) -> list:
+    "Pids of the live processes whose parent is `pid` (from /proc)"
+    res = []
+    for d in Path('/proc').iterdir():
+        if not d.name.isdigit(): continue
+        try: st = (d/'stat').read_text()
+        except OSError: continue
+        state, ppid = st[st.rindex(')')+2:].split()[:2]
+        if int(ppid) == pid and state != 'Z': res.append(int(d.name))
+    return res
+
+def _alive(pid:int) -> bool:
+    "The process exists and has not exited (a zombie, exited but not yet reaped, counts as gone)"
+    try: st = Path(f'/proc/{pid}/stat').read_text()
+    except OSError: return False
+    return st[st.rindex(')')+2] != 'Z'
+
+@pytest.fixture(scope='module')
+def few_videos(tmp_path_factory):
+    d = tmp_path_factory.mktemp('v2f_kill')
+    for i in range(4): write_video(d/'cls'/f'v_{i}.mp4', make_frames(20, 16, 16, seed=i))
+    return d
+
+@pytest.mark.skipif(not Path('/proc/self/stat').exists(), reason='reads worker processes from /proc (Linux)')
+@pytest.mark.parametrize('how', ['prctl', 'watch'])
+def test_videos_to_frames_workers_exit_with_their_parent(few_videos, tmp_path, how):
+    dest = tmp_path/'frames'
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(REPO), os.environ.get('PYTHONPATH', '')])}
+    p = subprocess.Popen([sys.executable, '-c', _PARENT, str(few_videos), str(dest), how], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    workers = []
+    try:
+        t0 = time.monotonic()
+        while time.monotonic()-t0 < 90:  # until both workers are decoding (their temp frame folders exist)
+            assert p.poll() is None, p.stderr.read().decode()[-2000:]
+            workers = _children(p.pid)
+            if len(workers) == 2 and len(list((dest/'cls').glob('.*.tmp-*'))) >= 2: break
+            time.sleep(0.2)
+        else: pytest.fail(f'the workers did not start: {workers}')
+        p.send_signal(signal.SIGKILL); p.wait(10)
+        t0 = time.monotonic()
+        while any(map(_alive, workers)) and time.monotonic()-t0 < 5: time.sleep(0.1)
+        assert not [w for w in workers if _alive(w)], f'workers {workers} outlived their parent by 5 s ({how})'
+        assert not list(dest.glob('cls/v_*'))  # nothing half-written under a final name
+    finally:
+        if p.poll() is None: p.kill(); p.wait()
+        for w in workers:
+            if _alive(w):
+                try: os.kill(w, signal.SIGKILL)
+                except OSError: pass
+        p.stderr.close()
