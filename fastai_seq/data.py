@@ -202,7 +202,8 @@ class LoadFrames(RandTransform):
     def _guard(self, f, o, src):
         "`f(o)`, turning a failure into an error naming `src` ('raise') or a logged `SkippedItem` ('skip')"
         probe, self._probe = self._probe and self._split is None, False
-        self._src = src  # the source of the item being loaded in this process: `SeqDL` names it if its frames differ in size
+        # the source of the item being loaded in this process: `SeqDL` names it if its frames differ in size
+        self._src = src if src is not None else _frames_src(o)
         try: return f(o)
         except SkipItemException: raise
         except Exception as e:
@@ -264,6 +265,12 @@ class LoadFrames(RandTransform):
     def load_files(self, fs, src=None) -> ImageTuple:
         "Sample and open frame image files"
         return ImageTuple(self.pil_cls(_to_mode(self._open(f), self.channels, f)) for f in [fs[i] for i in self.idxs(len(fs), src)])
+
+def _frames_src(o) -> str|None:
+    "How to name a list of frame files (`SeqSplit`'s inputs and targets) in an error: their folder and first/last names"
+    if not isinstance(o, (list, tuple, L)) or not len(o) or not isinstance(o[0], (str, Path)): return None
+    a, b = Path(o[0]), Path(o[-1])
+    return f"{a.parent} (frames {a.name} to {b.name})" if a.parent==b.parent else f"frames {a} to {b}"
 
 def _to_mode(img:Image.Image, channels:int, fn=None) -> Image.Image:
     "Convert any PIL mode (16-bit, 32-bit, float, CMYK, palette, LA, ...) to 'L' or 'RGB'"

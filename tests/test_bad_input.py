@@ -292,6 +292,24 @@ def test_frames_of_two_sizes_skipped(frame_folder, root, nw):
     assert [dls.vocab[int(t)] for t in y] == ['a', 'a']
 
 @pytest.mark.parametrize('nw', NW)
+def test_frames_of_two_sizes_in_a_window(frame_folder, root, nw):
+    "`SeqSplit` windows (lists of frame files): the error names the folder and the frames; 'skip' replaces the item"
+    d = root/f'twosizes_win{nw}'
+    shutil.copytree(frame_folder, d)
+    seq = d/'valid'/'a'/'a_0'
+    Image.fromarray(make_frames(1, 24, 24)[0]).save(seq/'2.png')
+    split = SeqSplit(n_in=3, n_out=2)
+    def dls(**kw):
+        return DataBlock(blocks=(SeqBlock(**kw), SeqBlock(**kw)), get_items=lambda p: sorted(o for o in p.glob('*/*/*') if o.is_dir()),
+                         get_x=split.get_x, get_y=split.get_y, splitter=GrandparentSplitter()).dataloaders(d, bs=2, num_workers=nw)
+    with pytest.raises(SeqError) as e: list(dls().valid)
+    assert f'{seq} (frames 1.png to 3.png): the frames of this sequence differ in size (24x24, 48x32)' in str(e.value)
+    del e
+    v = dls(on_error='skip').valid
+    with pytest.warns(SkippedItemWarning): bs = list(v)
+    assert [(x.shape, y.shape) for x,y in bs] == [((2, 3, 3, 32, 48), (2, 2, 3, 32, 48))]*2 and len(v.skipped) == 1
+
+@pytest.mark.parametrize('nw', NW)
 def test_huge_frame_images_refused_from_the_header(fdls, frame_folder, root, nw):
     d = root/f'huge{nw}'
     for name, (w,h), pat in (('bomb', (40000, 40000), r'too many pixels.*MAX_IMAGE_PIXELS'),  # above PIL's own bomb check
