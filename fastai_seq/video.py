@@ -94,9 +94,14 @@ def _mpeg4_check(data):
 
 class _Index:
     "Per-file facts: frame count, size, rate, and (if trusted) the exact frame index -> pts map and keyframes"
-    def __init__(self, fn, n_frames, fps, width, height, duration, pts=None, keys=None, why=None):
-        store_attr()  # why: the reason the packets are not trusted (then frames are read by decoding from the start)
+    def __init__(self, fn, n_frames, fps, width, height, duration, pts=None, keys=None, why=None, dts=None, rotation=0):
+        # why: the reason the packets are not trusted; then either `dts` (a decode-built index: frame i's pts in `pts`,
+        # in decode output order, and the packet dts to seek to for each keyframe in `keys`), or decoding from the start
+        store_attr()
         self.seekable = pts is not None
+        self.kdts = None if dts is None else {int(d): int(k) for k, d in zip(keys, dts)}
+
+    def __setstate__(self, d): self.__dict__.update({'dts': None, 'kdts': None, 'rotation': 0, **d})
 
     def info(self): return VideoInfo(self.n_frames, self.fps, self.width, self.height, self.duration)
     def find(self, p):
@@ -129,10 +134,13 @@ def _probe(fn, force_decode=False, max_pixels=None):
         _set_threads(s, 1)
         count = why is not None  # the packets can't tell: count frames by decoding them all, in this same pass
         pts, keys, n_pk, n_dec, first, err = [], [], 0, 0, None, None
+        dpk, dfr = [], []  # when counting: (dts, pts, keyframe) of each packet, pts of each decoded frame (a decode index)
+        _STATS['probe'] += 1
         try:
             for p in c.demux(s):
                 if p.size:
                     n_pk += 1
+                    if count: dpk.append((p.dts, p.pts, p.is_keyframe))
                     if why is None:
                         if p.pts is None: why = 'packet without timestamp'
                         elif p.is_discard or p.is_corrupt: why = 'discarded or corrupt packet'
@@ -147,14 +155,21 @@ def _probe(fn, force_decode=False, max_pixels=None):
                     except Exception as e:
                         raise _verr(fn, f"decoding failed at frame {n_dec} ({type(e).__name__}: {e})", _REENCODE) from None
                     if fr and first is None: first = fr[0]
+                    if count: dfr += [(f.pts, f.key_frame) for f in fr]
                     n_dec += len(fr)
         except VideoError: raise
         except Exception as e: err = e
         if err is not None and n_pk == 0:
             raise _verr(fn, f"no video packet can be read ({type(err).__name__}: {err})", _REENCODE)
-        if s.frames and n_pk < s.frames and s.frames-n_pk > max(1, s.frames//100) or err is not None:
+        # A header count is only a hint: an AVI's counts empty 'dropped frame' chunks (XviD B-frames, H.264 copied into
+        # AVI), so there fewer packets mean damage only when the file is shorter than its RIFF chunks say
+        short = s.frames and n_pk < s.frames and s.frames-n_pk > max(1, s.frames//100)
+        cut = (_riff_cut(fn) if fmt == 'avi' else 'x') if short and err is None else None
+        if err is not None or cut:
             raise _verr(fn, f"it looks truncated or corrupt: its header announces {s.frames} frames but only {n_pk} could be "
-                            f"read" + (f" ({type(err).__name__}: {err})" if err is not None else ''), _REENCODE)
+                            f"read" + (f" ({type(err).__name__}: {err})" if err is not None else '')
+                            + (f" ({cut})" if cut and cut != 'x' else ''), _REENCODE)
+        if short and why is None: why = f'its header announces {s.frames} frames, its packets {n_pk}'
         if first is None: raise _verr(fn, "it has no decodable frame", _REENCODE)
         if why is None:
             order = np.argsort(np.asarray(pts, dtype=np.int64), kind='stable')
@@ -168,10 +183,39 @@ def _probe(fn, force_decode=False, max_pixels=None):
             fps = _rate(s, spts, n)
             dur = float((spts[-1]-spts[0]) * s.time_base) + (1/fps if fps else 0.)
             return _Index(fn, n, fps, w, h, dur, pts=spts, keys=kidx)
+        dix = _decode_index(dpk, dfr) if count and fmt == 'avi' and not force_decode else None
     finally: c.close()
     # Untrusted packets: the frame count is what a full decode yields
     n = n_dec if count else _count_frames(fn)
+    if dix is not None: return _Index(fn, n, rate, w, h, n/rate if rate else 0., why=why, **dix)
     return _Index(fn, n, rate, w, h, n/rate if rate else 0., why=why)
+
+def _riff_cut(fn) -> str|None:
+    "Why the AVI `fn` is cut short (its RIFF chunks declare more bytes than the file holds), else None"
+    size, off = os.path.getsize(fn), 0
+    with open(fn, 'rb') as f:
+        while off + 8 <= size:  # top level: 'RIFF' 'AVI ' then (OpenDML, over 1 GB) 'RIFF' 'AVIX' chunks
+            f.seek(off)
+            h = f.read(8)
+            if h[:4] != b'RIFF': break
+            n = int.from_bytes(h[4:8], 'little')
+            if off + 8 + n > size: return f"its RIFF chunks declare {off+8+n:,} bytes, the file holds {size:,}"
+            off += 8 + n + (n & 1)
+    return None
+
+def _decode_index(dpk, dfr) -> dict|None:
+    "`_Index` arguments to seek in a file whose packets were all decoded: one frame a packet, known by its pts (else None)"
+    ppts, fpts = [p for _, p, _ in dpk], [p for p, _ in dfr]
+    if not dpk or len(dfr) != len(dpk) or any(d is None or p is None for d, p, _ in dpk) or None in fpts: return None
+    if len(set(ppts)) != len(ppts) or set(fpts) != set(ppts): return None
+    at = {p: i for i, p in enumerate(ppts)}
+    src = np.array([at[p] for p in fpts])  # the packet each decoded frame came from, in output order
+    before = np.concatenate([[-1], np.maximum.accumulate(src)[:-1]])
+    # decoding can start at packet k when it decodes to a keyframe (the decoder's flag: AVI demuxers may not set the
+    # packet's), frame k comes from it, and frames 0..k-1 from the packets before it
+    keys = [k for k in range(len(dpk)) if dfr[k][1] and src[k] == k and before[k] < k]
+    if not keys or keys[0] != 0: return None
+    return dict(pts=np.asarray(fpts, dtype=np.int64), keys=np.asarray(keys), dts=np.asarray([dpk[k][0] for k in keys]))
 
 def _count_frames(fn):
     "Number of frames a plain full decode of `fn` yields"
@@ -186,6 +230,7 @@ def _count_frames(fn):
     return n
 
 _CACHE, _CACHE_MAX, _LOCK = OrderedDict(), 8192, threading.Lock()
+_STATS = Counter()  # in this process: 'probe' (files indexed), 'decoded' (frames decoded to read frames)
 
 def _key(fn):
     fn = Path(fn)
@@ -278,9 +323,28 @@ def _decode_run(c, s, ix, key, idxs, format, seek, r=None):
             # the decoded frame must be the next one expected, or come after frames we let the decoder skip
             if j is None or j < exp or any(k not in skippable for k in range(exp, j)):
                 raise _Mismatch(f'frame {exp}: expected pts {ix.pts[exp]}, got {f.pts}')
+            _STATS['decoded'] += 1
             if j in want: yield j, _to_array(f, format, r)
             if j == last: return
             exp = j+1
+    raise _Mismatch('end of file before the last wanted frame')
+
+def _dts_run(c, s, ix, key, idxs, format, seek, r=None):
+    "`_decode_run` for a decode-built index (`ix.dts`): seek to keyframe `key`'s packet dts, then count decoded frames"
+    if seek: c.seek(int(ix.dts[np.searchsorted(ix.keys, key)]), stream=s, backward=True, any_frame=False)
+    want, last, i = set(idxs), idxs[-1], (0 if not seek else None)
+    for p in c.demux(s):
+        if i is None:  # first packet after a seek: a keyframe we know, at or before the first wanted frame
+            if not p.size: continue
+            i = ix.kdts.get(p.dts)
+            if i is None: raise _Mismatch('seek landed on a packet that is not a known keyframe')
+            if i > idxs[0]: raise _Overshoot()
+        for f in p.decode():
+            if i >= ix.n_frames or f.pts != ix.pts[i]: raise _Mismatch(f'frame {i}: expected pts {ix.pts[min(i, ix.n_frames-1)]}, got {f.pts}')
+            _STATS['decoded'] += 1
+            if i in want: yield i, _to_array(f, format, r)
+            if i == last: return
+            i += 1
     raise _Mismatch('end of file before the last wanted frame')
 
 def _seek_frames(fn, ix, wanted, threads, format):
@@ -293,7 +357,8 @@ def _seek_frames(fn, ix, wanted, threads, format):
         for key, idxs in _plan(ix, wanted, n_thr):
             while True:
                 try:
-                    yield from _decode_run(c, s, ix, key, idxs, format, seek=not (fresh and key == 0), r=r)
+                    run = _decode_run if ix.dts is None else _dts_run
+                    yield from run(c, s, ix, key, idxs, format, seek=not (fresh and key == 0), r=r)
                     break
                 except _Overshoot:  # the demuxer's index put us too late: try the keyframe before
                     if key == 0: raise _Mismatch('cannot seek to the start') from None
@@ -309,6 +374,7 @@ def _seq_frames(fn, wanted, threads, format):
         try:
             for p in c.demux(s):
                 for f in p.decode():
+                    _STATS['decoded'] += 1
                     if i in want: yield i, _to_array(f, format, r)
                     if i == last: return
                     i += 1
