@@ -1,6 +1,7 @@
 from .core import *
 from .video import *
 from .data import *
+from .annotations import *
 from .datasets import *
 from .layers import *
 from .metrics import *
