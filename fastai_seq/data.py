@@ -142,7 +142,7 @@ class SkipLog:
 class LoadFrames(RandTransform):
     "Load the sampled frames of a video file, a frame folder, a list of frames or an array, as an `ImageTuple` or `ImageSeq`"
     split_idx,order = None,0
-    on_error,max_pixels,_probe,_skip_log = 'raise',MAX_PIXELS,False,None  # defaults for transforms pickled before these existed
+    on_error,max_pixels,_probe,_skip_log,rotate = 'raise',MAX_PIXELS,False,None,True  # defaults for transforms pickled before these existed
     def __init__(self,
         n_frames:int=None, # Frames per sample; None for all
         sampler:str='uniform', # 'uniform', 'random', 'first', 'all' or 'auto' (random for training, uniform otherwise)
@@ -151,13 +151,14 @@ class LoadFrames(RandTransform):
         channels:int=3, # 1 for grayscale frames, 3 for RGB
         on_error:str='raise', # A source that cannot be loaded: 'raise' an error naming it, or 'skip' it (see `SeqDL`)
         max_pixels:int=MAX_PIXELS, # Refuse frames whose header declares more than width*height pixels; None for no limit
+        rotate:bool=True, # Turn video frames upright by the file's display rotation (phone videos); False: as stored
     ):
         if sampler not in SAMPLERS: raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
         if short not in SHORT_POLICIES: raise ValueError(f"short must be one of {SHORT_POLICIES}, got {short!r}")
         if channels not in (1,3): raise ValueError(f"channels must be 1 or 3, got {channels}")
         if on_error not in ON_ERROR: raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         super().__init__()
-        store_attr('n_frames,sampler,short,stride,channels,on_error,max_pixels')
+        store_attr('n_frames,sampler,short,stride,channels,on_error,max_pixels,rotate')
         self.pil_cls = PILImageBW if channels==1 else PILImage
         self._split,self.clip = None,None  # `clip=(k,n)`: read the k-th of n evenly spread clips (multi-clip evaluation)
         self._skip_log = SkipLog()
@@ -230,7 +231,7 @@ class LoadFrames(RandTransform):
     def _load_path(self, p:Path) -> ImageTuple:
         if _is_video(p):
             n = video_info(p, max_pixels=self.max_pixels).n_frames  # checks the header before anything is decoded
-            frames = read_frames(p, self.idxs(n, p))
+            frames = read_frames(p, self.idxs(n, p), rotate=self.rotate)
             res = ImageTuple(self._pil(a) for a in frames)
         else: res = self.load_files(_frame_files(p), p)
         res.src = str(p)  # named by `StackFrames` if the frames differ in size
@@ -413,9 +414,10 @@ def VideoBlock(
     cls=ImageSeq, # The batch type
     on_error:str='raise', # A video that cannot be decoded: 'raise' an error naming it, or 'skip' it with a warning
     max_pixels:int=MAX_PIXELS, # Refuse videos whose stream header declares more pixels per frame; None for no limit
+    rotate:bool=True, # Turn frames upright by the file's display rotation (phone videos); False keeps them as stored
 ):
     "A `TransformBlock` for video files, decoded with PyAV: only the sampled frames are decoded"
-    return TransformBlock(type_tfms=LoadFrames(n_frames, sampler, short, stride, channels, on_error, max_pixels),
+    return TransformBlock(type_tfms=LoadFrames(n_frames, sampler, short, stride, channels, on_error, max_pixels, rotate),
                           item_tfms=StackFrames(cls), batch_tfms=IntToFloatSeq, dl_type=SeqDL)
 
 class SeqSplit:

@@ -7,8 +7,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from av.video.reformatter import VideoReformatter
 from PIL import Image
 
-__all__ = ['VideoError', 'VIDEO_EXTS', 'VideoInfo', 'video_info', 'read_frames', 'get_video_files', 'extract_frames',
-           'videos_to_frames', 'unrar', 'ucf101_splits', 'ucf101_group', 'GroupSplitter']
+__all__ = ['VideoError', 'VIDEO_EXTS', 'VideoInfo', 'video_info', 'read_frames', 'verify_videos', 'get_video_files',
+           'extract_frames', 'videos_to_frames', 'unrar', 'ucf101_splits', 'ucf101_group', 'GroupSplitter']
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Errors
@@ -36,6 +36,7 @@ class VideoInfo(NamedTuple):
     width:int      # frame width in pixels
     height:int     # frame height in pixels
     duration:float # seconds
+    rotation:int=0 # display rotation stored in the file (degrees counter-clockwise, FFmpeg's sign), applied by default
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Opening and indexing
@@ -103,7 +104,9 @@ class _Index:
 
     def __setstate__(self, d): self.__dict__.update({'dts': None, 'kdts': None, 'rotation': 0, **d})
 
-    def info(self): return VideoInfo(self.n_frames, self.fps, self.width, self.height, self.duration)
+    def info(self, rotate=True):
+        w, h = (self.height, self.width) if rotate and _turns(self) % 2 else (self.width, self.height)
+        return VideoInfo(self.n_frames, self.fps, w, h, self.duration, self.rotation)
     def find(self, p):
         "Frame index whose pts is `p`, or None"
         if p is None: return None
@@ -176,19 +179,33 @@ def _probe(fn, force_decode=False, max_pixels=None):
             spts = np.asarray(pts, dtype=np.int64)[order]
             if len(spts) > 1 and (np.diff(spts) == 0).any(): why = 'duplicate timestamps'
             elif first.pts != spts[0]: why = 'frames dropped at the start'
-        w, h = first.width, first.height
+        w, h, rot = first.width, first.height, _rotation(first)
         if why is None:
             kidx = np.flatnonzero(np.asarray(keys)[order])
             n = len(spts)
             fps = _rate(s, spts, n)
             dur = float((spts[-1]-spts[0]) * s.time_base) + (1/fps if fps else 0.)
-            return _Index(fn, n, fps, w, h, dur, pts=spts, keys=kidx)
+            return _Index(fn, n, fps, w, h, dur, pts=spts, keys=kidx, rotation=rot)
         dix = _decode_index(dpk, dfr) if count and fmt == 'avi' and not force_decode else None
     finally: c.close()
     # Untrusted packets: the frame count is what a full decode yields
     n = n_dec if count else _count_frames(fn)
-    if dix is not None: return _Index(fn, n, rate, w, h, n/rate if rate else 0., why=why, **dix)
-    return _Index(fn, n, rate, w, h, n/rate if rate else 0., why=why)
+    if dix is not None: return _Index(fn, n, rate, w, h, n/rate if rate else 0., why=why, rotation=rot, **dix)
+    return _Index(fn, n, rate, w, h, n/rate if rate else 0., why=why, rotation=rot)
+
+def _rotation(f) -> int:
+    "Display rotation of decoded frame `f` from its display-matrix side data, in degrees (0 if none)"
+    try: r = f.rotation
+    except Exception: return 0
+    return int(round(r or 0))
+
+def _turns(ix) -> int:
+    "Quarter turns (counter-clockwise, `np.rot90`'s `k`) that show `ix`'s frames upright"
+    return int(round(getattr(ix, 'rotation', 0) / 90)) % 4
+
+def _upright(a, k):
+    "(H,W,C) frame `a` turned `k` quarter turns counter-clockwise"
+    return np.ascontiguousarray(np.rot90(a, k)) if k else a
 
 def _riff_cut(fn) -> str|None:
     "Why the AVI `fn` is cut short (its RIFF chunks declare more bytes than the file holds), else None"
@@ -257,9 +274,10 @@ def _index(fn, force_decode=False, max_pixels=None):
 
 def video_info(fn, # A video file
                max_pixels:int=None, # Raise `VideoError`, decoding nothing, if the header declares more pixels per frame
+               rotate:bool=True, # Report the size of frames turned upright by the file's display rotation (`read_frames`)
               )->VideoInfo:
     "Frame count (exactly what a full decode yields), fps, size and duration of `fn`, without decoding it where possible"
-    return _index(fn, max_pixels=max_pixels).info()
+    return _index(fn, max_pixels=max_pixels).info(rotate)
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Decoding by index
@@ -394,46 +412,78 @@ def _check_idxs(fn, ix, idxs):
                                  f"(valid indices 0..{ix.n_frames-1})", "Sample indices below `video_info(fn).n_frames`")
     return idxs
 
-def _iter_frames(fn, wanted, threads=None, format='rgb24'):
+def _iter_frames(fn, wanted, threads=None, format='rgb24', rotate=True):
     "Yield `(i, array)` for the sorted, unique frame indices `wanted` of `fn`, pixel-identical to a full decode"
     if not len(wanted): return
     ix, done = _index(fn), set()
+    k = _turns(ix) if rotate else 0
     if ix.seekable:
         try:
             for i, a in _seek_frames(fn, ix, wanted, threads, format):
                 done.add(i)
-                yield i, a
+                yield i, _upright(a, k)
             return
         except (_Mismatch, av.error.FFmpegError):
             # the packets mislead us about this file (or seeking broke it): from now on count and decode it from the start
             ix = _index(fn, force_decode=True)
             _check_idxs(fn, ix, wanted)
     rest = [w for w in wanted if w not in done]
-    if rest: yield from _seq_frames(fn, rest, threads, format)
+    if rest: yield from ((i, _upright(a, k)) for i, a in _seq_frames(fn, rest, threads, format))
 
 def read_frames(fn,              # A video file
                 idxs=None,       # Frame indices (any order, repeats allowed); None for all frames
                 threads=None,    # Decoder threads (None: 1 inside DataLoader workers, else up to 2)
                 format='rgb24',  # Pixel format: 'rgb24', 'bgr24' or 'gray'
                 max_pixels=None, # Raise `VideoError`, decoding nothing, if the header declares more pixels per frame
+                rotate=True,     # Turn frames upright by the file's display rotation (phone videos); False: as stored
                )->np.ndarray:    # uint8 `(len(idxs),H,W,C)`: C=3 for 'rgb24'/'bgr24', 1 for 'gray'
-    "Frames `idxs` of video `fn`, decoding only what is needed; pixel-identical to a full PyAV decode"
+    "Frames `idxs` of video `fn`, decoding only what is needed; pixel-identical to a full PyAV decode (turned upright)"
     ix = _index(fn, max_pixels=max_pixels)
     idxs = np.arange(ix.n_frames) if idxs is None else _check_idxs(fn, ix, idxs)
     wanted = np.unique(idxs).tolist()
     pos = {}
     for j, i in enumerate(idxs.tolist()): pos.setdefault(i, []).append(j)
     out = None
-    for i, a in _iter_frames(fn, wanted, threads=threads, format=format):
+    for i, a in _iter_frames(fn, wanted, threads=threads, format=format, rotate=rotate):
         if out is None: out = np.empty((len(idxs), *a.shape), dtype=a.dtype)
         elif a.shape != out.shape[1:]:
             raise _verr(fn, f"the frame size changes inside the video ({out.shape[1:]} then {a.shape} at frame {i})",
                         "Re-encode it to a fixed size, e.g. `ffmpeg -i in.mp4 -vf scale=320:240 out.mp4`")
         for j in pos[i]: out[j] = a
     if out is None:
-        c = 1 if format in ('gray', 'gray8') else 3
-        out = np.empty((0, ix.height, ix.width, c), dtype=np.uint8)
+        c, inf = 1 if format in ('gray', 'gray8') else 3, ix.info(rotate)
+        out = np.empty((0, inf.height, inf.width, c), dtype=np.uint8)
     return out
+
+def _verify_one(fn, max_pixels=None) -> str|None:
+    "Why `fn` does not decode end to end, without error, to the frames its index counts (None if it does)"
+    n, size = 0, None
+    try:
+        ix = _index(fn, max_pixels=max_pixels)
+        with _open(fn) as c:
+            s = _vstream(c, fn)
+            _set_threads(s, 1)
+            for p in c.demux(s):
+                for f in p.decode():
+                    if f.is_corrupt: return f"frame {n} decodes with errors (FFmpeg hides them): it is damaged inside"
+                    if size is None: size = (f.width, f.height)
+                    elif (f.width, f.height) != size:
+                        return f"the frame size changes inside the video ({size[0]}x{size[1]} then {f.width}x{f.height} at frame {n})"
+                    n += 1
+    except VideoError as e: return str(e).removeprefix(f"{fn}: ")
+    except Exception as e: return f"decoding failed at frame {n} ({type(e).__name__}: {e}): it is damaged inside"
+    if n != ix.n_frames: return f"a full decode yields {n} frames where its packets count {ix.n_frames}: it is damaged inside"
+    return None
+
+def verify_videos(files, # Video files (e.g. from `get_video_files`)
+                  n_workers:int=defaults.cpus, # Processes decoding in parallel (0: in this process)
+                  max_pixels:int=None, # Also report videos whose header declares more pixels per frame
+                  progress:bool=True, # Show a progress bar
+                 )->L: # `(path, reason)` for each bad file, in the order of `files`; empty if all are good
+    "Decode every frame of each of `files` in parallel, like `verify_images`: the files that fail, and why"
+    files = L(files).map(Path)
+    why = parallel(_verify_one, files, max_pixels=max_pixels, n_workers=n_workers, progress=progress and len(files) > 0)
+    return L((f, w) for f, w in zip(files, why) if w is not None)
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Files and frames

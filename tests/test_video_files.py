@@ -74,3 +74,61 @@ def test_h264_in_avi_seeks(avis):
     rng = np.random.default_rng(0)
     for s in rng.integers(0, 600-8, 6):
         assert np.array_equal(read_frames(fn, list(range(s, s+8))), full_decode(fn)[s:s+8])
+
+def damage(src, dst, frac=0.5, n=4000):
+    "Copy `src` to `dst` with `n` bytes zeroed from `frac` of the way in: packets still demux, frames there do not decode"
+    b = bytearray(Path(src).read_bytes())
+    i, n = int(len(b)*frac), min(n, len(b)//20)
+    b[i:i+n] = bytes(n)
+    Path(dst).write_bytes(bytes(b))
+    return Path(dst)
+
+@pytest.mark.parametrize('nw', [0, 2])
+def test_verify_videos(avis, tmp_path, nw):
+    "verify_videos finds damage in the middle that `video_info` cannot see, and passes good files"
+    k400, yoyo = clip('abseiling_k400.mp4'), clip('v_YoYo_g01_c01.avi')
+    bad = [damage(k400, tmp_path/'mid_k400.mp4'), damage(yoyo, tmp_path/'mid_yoyo.avi')]
+    for f in bad: assert video_info(f).n_frames > 0  # passes the cheap check
+    (tmp_path/'empty.mp4').write_bytes(b'')
+    good = [k400, yoyo, avis['mpeg4_bframes_gap'], avis['h264_60']]
+    res = verify_videos(good + bad + [tmp_path/'empty.mp4'], n_workers=nw, progress=False)
+    assert [f for f, _ in res] == bad + [tmp_path/'empty.mp4']
+    why = dict(res)
+    assert 'decoding failed' in why[bad[0]] and 'damaged' in why[bad[0]]
+    assert 'decodes with errors' in why[bad[1]]  # the MPEG-4 decoder conceals the damage (and drops frames)
+    assert '0 bytes' in why[tmp_path/'empty.mp4']
+    assert verify_videos([], n_workers=nw) == []
+
+def upright_frames(n=4, h=64, w=48):
+    "Portrait frames (as a viewer shows them): a bright bar along the top, a mark in the top-left corner"
+    a = np.full((n, h, w, 3), 60, np.uint8)
+    a[:, :6] = 250
+    a[:, 10:22, 4:16] = (250, 40, 40)
+    for i in range(n): a[i, 30+i*4:34+i*4, 20:28] = 200
+    return a
+
+@pytest.mark.parametrize('rot', [-90, 90, 180])
+def test_rotation_metadata(tmp_path, rot):
+    "A video stored turned, with a display rotation saying so (as phones write them), is read upright by default"
+    up = upright_frames()
+    raw = np.rot90(up, -rot//90, axes=(1, 2))  # the frames as the camera stored them
+    fn = tmp_path/f'phone{rot}.mp4'
+    with av.open(str(fn), 'w') as c:
+        s = c.add_stream('libx264', rate=25)
+        s.width, s.height, s.pix_fmt, s.options = raw.shape[2], raw.shape[1], 'yuv444p', {'qp': '0'}
+        s.set_display_rotation(rot)  # the display matrix side data
+        for a in raw:
+            for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(a), format='rgb24')): c.mux(p)
+        for p in s.encode(): c.mux(p)
+    stored = full_decode(fn)
+    assert stored.shape[1:3] == raw.shape[1:3]
+    got = read_frames(fn)
+    assert np.array_equal(got, np.rot90(stored, rot//90, axes=(1, 2)))  # exactly the decoded pixels, turned
+    assert got.shape == up.shape and np.abs(got.astype(int) - up).max() <= 8  # upright (lossless up to RGB/YUV rounding)
+    inf = video_info(fn)
+    assert (inf.height, inf.width, inf.rotation) == (64, 48, rot if rot != 180 else inf.rotation)
+    assert abs(inf.rotation) in (90, 180) and video_info(fn, rotate=False)[2:4] == raw.shape[2:0:-1]
+    assert np.array_equal(read_frames(fn, [3, 1], rotate=False), stored[[3, 1]])
+    assert read_frames(fn, [], rotate=True).shape == (0, 64, 48, 3)
+    assert np.array_equal(np.stack([np.asarray(i) for i in LoadFrames(2, 'first')(fn)]), got[:2])
+    assert np.array_equal(np.stack([np.asarray(i) for i in LoadFrames(2, 'first', rotate=False)(fn)]), stored[:2])
