@@ -12,8 +12,18 @@ import fastai.callback.schedule, fastai.callback.progress  # noqa: F401 (Learner
 from fastai_seq.registry import list_archs, arch_info, create_seq_model
 from fastai_seq.models.classify import *
 from fastai_seq.models.classify import _coords, _prev_diff
+from fastai_seq.models.kinetics import *
 
 ARCHS = list_archs(task='classify')
+KINETICS = ['r3d_18', 'mc3_18', 's3d', 'mvit_v2_s', 'swin3d_t']
+
+@pytest.fixture(autouse=True, scope='module')
+def one_thread():
+    "Tiny inputs: on a busy 2-core machine a second thread makes the video models ~20x slower, not faster"
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 def _build(arch, c=3, size=(32,32), n_frames=4, n_classes=5, **kwargs):
     return arch_info(arch).builder(n_frames=n_frames, n_classes=n_classes, channels=c, size=size, **kwargs)
@@ -59,8 +69,7 @@ def test_registry_entries():
         assert info.task=='classify' and info.defaults['lr']>0 and len(info.stats)==2
         assert pickle.loads(pickle.dumps(info.splitter)) is info.splitter  # module level: survives learn.export
 
-@pytest.mark.parametrize('c', [1, 3])
-@pytest.mark.parametrize('arch', ARCHS)
+@pytest.mark.parametrize('arch,c', [(a,c) for a in ARCHS for c in (1,3) if not (a in KINETICS and c==3)])  # (3: batch_of_one)
 def test_forward_backward(arch, c):
     torch.manual_seed(0)
     m = _build(arch, c)
@@ -177,34 +186,104 @@ def test_timesformer_non_square_and_pixel_patches():
     m = _build('timesformer', size=(32,32), stem=None, diff=False, coords=False, patch_size=16)
     assert m.stem is None and m.model.patch_size==16 and m(torch.rand(2,4,3,32,32)).shape==(2,5)
 
-def _empty_hub(monkeypatch, tmp_path):
-    monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path))
-    return tmp_path/'checkpoints'
+def _torch_home(monkeypatch, tmp_path):
+    "An empty temporary TORCH_HOME (monkeypatch restores the variable); its hub checkpoints folder"
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path))
+    return tmp_path/'hub'/'checkpoints'
 
-def test_pretrained_missing_weights_is_a_clear_error(monkeypatch, tmp_path):
-    _empty_hub(monkeypatch, tmp_path)
+def _fake_network(monkeypatch, sds:dict):
+    "Replace only torch.hub's network call: it 'downloads' `sds[file name]` (a state dict) or fails as offline; the calls"
+    from urllib.error import URLError
+    calls = []
+    def download(url, dst, hash_prefix=None, progress=True):
+        calls.append((url, dst))
+        name = url.rsplit('/', 1)[-1]
+        if name not in sds: raise URLError('[Errno -3] Temporary failure in name resolution')
+        torch.save(sds[name], dst)
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', download)
+    return calls
+
+def test_pretrained_offline_is_a_clear_error(monkeypatch, tmp_path):
+    ckpt = _torch_home(monkeypatch, tmp_path)
+    calls = _fake_network(monkeypatch, {})
     for arch in ('frames_mean', 'frames_lstm'):
-        with pytest.raises(FileNotFoundError, match=r"resnet18-f37072fd\.pth.*never downloads.*pretrained=False"):
+        with pytest.raises(FileNotFoundError, match=r"could not download .*resnet18-f37072fd\.pth.*Offline, place the file at "
+                                                    r".*hub/checkpoints/resnet18-f37072fd\.pth.*pretrained=False"):
             _build(arch, body='resnet18', pretrained=True)
+    assert calls[0]==('https://download.pytorch.org/models/resnet18-f37072fd.pth', str(ckpt/'resnet18-f37072fd.pth'))
     with pytest.raises(FileNotFoundError, match=r"r2plus1d_18-91a641e6\.pth"): _build('r2plus1d', pretrained=True)
+    with pytest.raises(FileNotFoundError, match=r"Offline, place the file at .*mc3_18-a90a0ba3\.pth"): _build('mc3_18', pretrained=True)
     with pytest.raises(ValueError, match="no pretrained weights for body='small'"): _build('frames_lstm', pretrained=True)
     with pytest.raises(ValueError, match="no pretrained weights for 'timesformer'"): _build('timesformer', pretrained=True)
+    with pytest.raises(FileNotFoundError, match="never|not there"):
+        local_weights(torchvision.models.ResNet18_Weights.DEFAULT, download=False)
 
-def test_pretrained_loads_the_local_file(monkeypatch, tmp_path):
-    import torchvision
-    ckpt = _empty_hub(monkeypatch, tmp_path)
-    ckpt.mkdir()
+import torchvision
+
+def test_pretrained_downloads_once_then_uses_the_cache(monkeypatch, tmp_path):
+    "The first build downloads through torch.hub into TORCH_HOME (as vision_learner does); later builds read the cache"
+    ckpt = _torch_home(monkeypatch, tmp_path)
     torch.manual_seed(1)
     sd = torchvision.models.resnet18().state_dict()
-    torch.save(sd, ckpt/'resnet18-f37072fd.pth')
+    calls = _fake_network(monkeypatch, {'resnet18-f37072fd.pth': sd})
     m = _build('frames_mean', body='resnet18', pretrained=True)
+    assert len(calls)==1 and (ckpt/'resnet18-f37072fd.pth').exists()
     assert torch.equal(m.encoder.module.body[0].weight, sd['conv1.weight'])
     assert torch.equal(m.encoder.module.body[4][0].conv1.weight, sd['layer1.0.conv1.weight'])
+    assert m.encoder.module.body.input_stats==((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     # frames_lstm's body also sees frame differences: the 3 image channels keep the weights, the others start at 0
     w = _build('frames_lstm', body='resnet18', pretrained=True).encoder.module.body[0].weight
     assert w.shape[1]==6 and torch.equal(w[:,:3], sd['conv1.weight']) and (w[:,3:]==0).all()
     w1 = _build('frames_mean', c=1, body='resnet18', pretrained=True).encoder.module.body[0].weight
     assert torch.allclose(w1[:,0], sd['conv1.weight'].sum(1))
+    assert len(calls)==1, "the cached file must be used, not downloaded again"
+
+def test_kinetics_pretrained_from_the_cache(monkeypatch, tmp_path):
+    ckpt = _torch_home(monkeypatch, tmp_path); ckpt.mkdir(parents=True)
+    calls = _fake_network(monkeypatch, {})
+    torch.manual_seed(2)
+    sd = torchvision.models.video.mc3_18().state_dict()
+    torch.save(sd, ckpt/'mc3_18-a90a0ba3.pth')
+    m = _build('mc3_18', c=1, pretrained=True)
+    assert calls==[]
+    assert torch.equal(m.model.layer1[0].conv1[0].weight, sd['layer1.0.conv1.0.weight'])
+    assert torch.allclose(m.model.stem[0].weight[:,0], sd['stem.0.weight'].sum(1))   # grey clips: the RGB kernels summed
+    assert m.model.fc.out_features==5 and kinetics_split(m)[1]==list(m.model.fc.parameters())
+
+def _fake_hf_cache(monkeypatch, tmp_path, repo:str, sd:dict=None):
+    "A temporary Hugging Face cache holding `sd` as `repo`'s model.safetensors; the hub's metadata call fails as offline"
+    import huggingface_hub.constants as C, huggingface_hub.file_download as fd
+    from huggingface_hub.errors import OfflineModeIsEnabled
+    monkeypatch.setattr(C, 'HF_HUB_CACHE', str(tmp_path/'hf'))
+    def offline(*args, **kwargs): raise OfflineModeIsEnabled('no network in the tests')
+    monkeypatch.setattr(fd, 'get_hf_file_metadata', offline)
+    if sd is None: return
+    from safetensors.torch import save_file
+    d = tmp_path/'hf'/f"models--{repo.replace('/', '--')}"
+    (d/'refs').mkdir(parents=True); (d/'refs'/'main').write_text('a'*40)
+    (d/'snapshots'/('a'*40)).mkdir(parents=True)
+    save_file({k:v.contiguous() for k,v in sd.items()}, d/'snapshots'/('a'*40)/'model.safetensors')
+
+def test_timm_bodies():
+    timm = pytest.importorskip('timm', reason="timm bodies need the 'timm' extra")
+    for body,cls in [('convnext_tiny', 'ConvNeXt'), ('efficientnet_b0', 'EfficientNet'), ('timm/resnet50', 'ResNet')]:
+        m = _build('frames_mean', body=body, size=(32,32))
+        b = m.encoder.module.body
+        assert type(b.model).__name__==cls and not hasattr(b, 'input_stats')
+        assert m(torch.rand(1, 4, 3, 32, 32)).shape==(1,5) and len(frames_split(m)[0])==len(list(b.parameters()))
+    assert type(_build('frames_mean', body='resnet18').encoder.module.body[0]).__name__=='Conv2d'  # torchvision's resnets stay
+
+def test_timm_pretrained_from_the_hf_cache(monkeypatch, tmp_path):
+    timm = pytest.importorskip('timm', reason="timm bodies need the 'timm' extra")
+    torch.manual_seed(3)
+    ref = timm.create_model('efficientnet_b0', num_classes=0)
+    _fake_hf_cache(monkeypatch, tmp_path, 'timm/efficientnet_b0.ra_in1k', ref.state_dict())
+    m = _build('frames_lstm', body='efficientnet_b0', pretrained=True, frame_diff=False)
+    b = m.encoder.module.body
+    assert torch.equal(b.model.conv_stem.weight, ref.conv_stem.weight) and torch.equal(b.model.bn2.weight, ref.bn2.weight)
+    assert b.input_stats==(tuple(ref.pretrained_cfg['mean']), tuple(ref.pretrained_cfg['std']))
+    with pytest.raises(FileNotFoundError, match=r"timm weights of 'convnext_tiny'.*Hugging Face cache.*pretrained=False"):
+        _build('frames_mean', body='convnext_tiny', pretrained=True)
 
 def _train(arch, xt, yt, xv, yv, epochs, bs=16, seed=0):
     set_seed(seed)

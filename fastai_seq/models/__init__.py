@@ -4,3 +4,4 @@ from .unet import *
 from .phydnet import *
 from .simvp import *
 from .classify import *
+from .kinetics import *

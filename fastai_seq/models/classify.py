@@ -13,19 +13,30 @@ from ..layers import TimeDistributed
 from ..registry import register_arch
 
 __all__ = ['local_weights', 'small_body', 'frame_body', 'SpatialSoftArgmax', 'FramePool', 'FrameEncoder', 'FramesMean',
-           'FramesLSTM', 'VideoTransformer', 'R2Plus1D', 'frames_split', 'timesformer_split', 'r2plus1d_split',
+           'FramesLSTM', 'FRAMES_PRETRAINED', 'VideoTransformer', 'R2Plus1D', 'frames_split', 'timesformer_split', 'r2plus1d_split',
            'frames_mean', 'frames_lstm', 'timesformer', 'r2plus1d']
 
-def local_weights(weights, what:str='') -> dict:
-    "The state dict of torchvision `weights` from the torch hub cache; never downloads"
+def local_weights(
+    weights, # A torchvision weights enum value, e.g. `ResNet34_Weights.DEFAULT`
+    what:str='', # What they are, for messages
+    download:bool=True, # Download into the torch hub cache when missing (as `vision_learner` does); False: cache only
+) -> dict:
+    "The state dict of torchvision `weights`, through torchvision's own cached download (`$TORCH_HOME/hub/checkpoints`)"
     fn = Path(torch.hub.get_dir())/'checkpoints'/Path(urlparse(weights.url).path).name
-    if not fn.exists():
-        raise FileNotFoundError(
-            f"pretrained=True needs the weights file {fn} ({what or weights}), which is not there, and fastai_seq never "
-            f"downloads at run time. Fetch it once on a machine with internet, e.g. `python -c \"import torchvision; "
-            f"torchvision.models.get_weight('{weights}').get_state_dict()\"`, or download {weights.url} into "
-            f"{fn.parent} (the TORCH_HOME cache) — or pass pretrained=False.")
-    return torch.load(fn, map_location='cpu', weights_only=True)
+    fetch = (f"Fetch it once on a machine with internet, e.g. `python -c \"import torchvision; "
+             f"torchvision.models.get_weight('{weights}').get_state_dict()\"`, or download {weights.url} into "
+             f"{fn.parent} (the TORCH_HOME cache) — or pass pretrained=False.")
+    if not fn.exists() and not download:
+        raise FileNotFoundError(f"pretrained=True needs the weights file {fn} ({what or weights}), which is not there. {fetch}")
+    try: return weights.get_state_dict(progress=True, check_hash=True)
+    except OSError as e:  # no network (URLError), HTTP errors, a full disk
+        if fn.exists(): raise
+        raise FileNotFoundError(f"pretrained=True could not download {weights.url} ({what or weights}): {e}. Offline, place "
+                                f"the file at {fn}. {fetch}") from e
+    except Exception as e:
+        if not fn.exists(): raise
+        raise RuntimeError(f"The cached weights file {fn} ({what or weights}) does not load ({e}): delete it so that it is "
+                           "downloaded again, or replace it.") from e
 
 def small_body(
     channels:int=3, # Input channels
@@ -37,36 +48,75 @@ def small_body(
     for nf,s in zip(widths, strides): layers.append(ConvLayer(ni, nf, ks=3, stride=s)); ni = nf
     return nn.Sequential(*layers)
 
+# torchvision's ResNets keep going to torchvision by name (fastai's own examples pass these as torchvision builders)
+_TV_FIRST = ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152')
+
 def _tv_builder(body):
-    "The torchvision model builder for `body` (a name or a builder), or None"
+    "The torchvision model builder for `body` (a name, 'torchvision/NAME', or a builder), or None"
     if isinstance(body, str):
-        try: return torchvision.models.get_model_builder(body)
+        if body.startswith('timm/'): return None
+        try: return torchvision.models.get_model_builder(body.removeprefix('torchvision/'))
         except ValueError: return None
     return body if callable(body) and not isinstance(body, nn.Module) else None
 
+def _timm_name(body) -> str|None:
+    "The timm model name for `body`: 'timm/NAME', or any name timm knows other than torchvision's ResNets; else None"
+    if not isinstance(body, str) or body.startswith('torchvision/') or body in _TV_FIRST: return None
+    name = body.removeprefix('timm/')
+    try: import timm
+    except ImportError as e:
+        if body.startswith('timm/'): raise ImportError(f"body={body!r} needs timm: pip install 'fastai_seq[timm]'") from e
+        return None
+    return name if timm.is_model(name) else None
+
+def _timm_body(name:str, channels:int, pretrained:bool) -> nn.Module:
+    "A timm model as a per-frame body giving feature maps, as fastai's `TimmBody`; first conv adapted as `create_body` does"
+    import timm
+    from fastai.vision.learner import TimmBody, _update_first_layer
+    try: model = timm.create_model(name, pretrained=pretrained, num_classes=0)
+    except OSError as e:  # no network and nothing in the Hugging Face cache
+        from huggingface_hub import constants
+        raise FileNotFoundError(f"pretrained=True could not download the timm weights of {name!r} ({e}). timm keeps them in "
+                                f"the Hugging Face cache ({constants.HF_HUB_CACHE}): run `python -c \"import timm; "
+                                f"timm.create_model('{name}', pretrained=True)\"` once on a machine with internet and copy that "
+                                "cache folder here (or set HF_HOME to it) — or pass pretrained=False.") from e
+    _update_first_layer(model, channels, pretrained)
+    body = TimmBody(model, pretrained)
+    if pretrained:
+        cfg = model.pretrained_cfg
+        body.input_stats = tuple(cfg['mean']),tuple(cfg['std'])
+    return body
+
 def frame_body(
-    body:str|callable|nn.Module='small', # 'small', a torchvision model name/builder ('resnet18', `resnet34`...), or a module
+    body:str|callable|nn.Module='small', # 'small'; torchvision's resnet18-152 by name or any builder; a timm name ('convnext_tiny', 'timm/resnet50'); or a module
     channels:int=3, # Input channels
-    pretrained:bool=False, # Load torchvision's ImageNet weights from the local torch hub cache
+    pretrained:bool=False, # ImageNet weights, downloaded on first use into the torch hub (torchvision) or Hugging Face (timm) cache
     cut:int|callable=None, # Where to cut the torchvision model (fastai's `create_body`); default: before the pooling
 ) -> nn.Module:
-    "A per-frame CNN body mapping `(N,channels,H,W)` to a feature map"
+    "A per-frame CNN body mapping `(N,channels,H,W)` to a feature map; pretrained ones carry their `input_stats` (mean, std)"
     if isinstance(body, nn.Module):
-        if pretrained: raise ValueError("pretrained=True needs `body` as a torchvision model name or builder, not a module.")
+        if pretrained: raise ValueError("pretrained=True needs `body` as a torchvision/timm model name or builder, not a module.")
         return body
     if body=='small':
         if pretrained: raise ValueError("There are no pretrained weights for body='small'; pass body='resnet18' (or another "
-                                        "torchvision resnet) with pretrained=True, or pretrained=False.")
+                                        "torchvision or timm model) with pretrained=True, or pretrained=False.")
         return small_body(channels)
+    name = _timm_name(body)
+    if name is not None: return _timm_body(name, channels, pretrained)
     fn = _tv_builder(body)
     if fn is None:
-        raise ValueError(f"Unknown body {body!r}: use 'small', a torchvision model name such as 'resnet18'/'resnet34', "
-                         "a torchvision model builder, or an `nn.Module` mapping (N,C,H,W) to a feature map.")
+        raise ValueError(f"Unknown body {body!r}: use 'small', a torchvision model name such as 'resnet18'/'resnet34', a timm "
+                         "model name such as 'convnext_tiny' (pip install 'fastai_seq[timm]'), a torchvision model builder, "
+                         "or an `nn.Module` mapping (N,C,H,W) to a feature map.")
     model = fn(weights=None)
     if pretrained:
         w = torchvision.models.get_model_weights(fn).DEFAULT
         model.load_state_dict(local_weights(w, f"ImageNet weights of {fn.__name__}"))
-    return create_body(model, n_in=channels, pretrained=pretrained, cut=cut)
+    res = create_body(model, n_in=channels, pretrained=pretrained, cut=cut)
+    if pretrained:
+        t = w.transforms()
+        res.input_stats = tuple(t.mean),tuple(t.std)
+    return res
 
 class SpatialSoftArgmax(Module):
     "Expected (x,y) position of each channel's activation over the map, in [-1,1]: a differentiable 'where' feature"
@@ -115,9 +165,11 @@ def _n_features(body:nn.Module, channels:int, size:tuple) -> int:
     "Channels of the feature map `body` gives on a `size` frame"
     tr = body.training
     try:
-        with torch.no_grad(): nf = body.eval()(torch.zeros(1, channels, *size)).shape[1]
+        with torch.no_grad(): out = body.eval()(torch.zeros(1, channels, *size))
     finally: body.train(tr)
-    return nf
+    if out.ndim!=4: raise ValueError(f"The frame body gives {tuple(out.shape)} outputs for {size[0]}x{size[1]} frames; a "
+                                     "body must give (N,C,h,w) feature maps (CNNs such as resnet/convnext/efficientnet).")
+    return out.shape[1]
 
 def _head(ni:int, n_out:int, lin_ftrs:int|None, ps:float) -> nn.Sequential:
     "Dropout-linear(-ReLU-dropout-linear) head; no BatchNorm, so a batch of one trains too"
@@ -161,14 +213,18 @@ def _frames_encoder(channels, size, pretrained, body, pool, n_kp, grid, cut, bn)
     b = frame_body(body, channels, pretrained, cut)
     return FrameEncoder(b, FramePool(_n_features(b, channels, size), pool, n_kp, grid), bn)
 
-@register_arch('frames_mean', task='classify', splitter=frames_split, stats=imagenet_stats, lr=3e-3)
+# What `pretrained=True` fills in (`pretrained_defaults`): an ImageNet ResNet-34 per frame (as fastai's tutorials), avg+max
+# pooling, fastai's fine_tune recipe (1 frozen epoch, then all layers at base lr 2e-3), 224 px frames, 8 frames a clip (TSN-style)
+FRAMES_PRETRAINED = dict(body='resnet34', pool='concat', lr=2e-3, freeze_epochs=1, epochs=5, frame_size=224, clip_frames=8)
+
+@register_arch('frames_mean', task='classify', splitter=frames_split, stats=imagenet_stats, lr=3e-3, pretrained=FRAMES_PRETRAINED)
 def frames_mean(
     n_frames:int, # Frames per clip (unused: any clip length works)
     n_classes:int, # Number of classes
     channels:int=3, # Channels of a frame
     size:tuple=(64,64), # (H,W) of a frame
-    pretrained:bool=False, # ImageNet weights for a torchvision `body`, from the local torch hub cache
-    body:str|callable|nn.Module='small', # 'small' (fast on CPU), a torchvision model name/builder ('resnet18'), or a module
+    pretrained:bool=False, # ImageNet weights for a torchvision/timm `body`, downloaded into their cache on first use
+    body:str|callable|nn.Module='small', # 'small' (fast on CPU; pretrained=True: 'resnet34'), a torchvision name/builder ('resnet18'), a timm name ('convnext_tiny'), or a module
     pool:str='concat', # How a frame's feature map becomes a vector: 'concat' (avg+max), 'avg', 'keypoints', 'both', 'grid'
     n_kp:int=8, # Learned keypoints for pool='keypoints'/'both'
     grid:int=4, # Cells per side for pool='grid'
@@ -180,14 +236,14 @@ def frames_mean(
     "A CNN per frame, frame features averaged over time: the order-blind baseline"
     return FramesMean(_frames_encoder(channels, size, pretrained, body, pool, n_kp, grid, cut, bn), n_classes, lin_ftrs, ps)
 
-@register_arch('frames_lstm', task='classify', splitter=frames_split, stats=imagenet_stats, lr=3e-3)
+@register_arch('frames_lstm', task='classify', splitter=frames_split, stats=imagenet_stats, lr=3e-3, pretrained=FRAMES_PRETRAINED)
 def frames_lstm(
     n_frames:int, # Frames per clip (unused: any clip length works)
     n_classes:int, # Number of classes
     channels:int=3, # Channels of a frame
     size:tuple=(64,64), # (H,W) of a frame
-    pretrained:bool=False, # ImageNet weights for a torchvision `body`, from the local torch hub cache
-    body:str|callable|nn.Module='small', # 'small' (fast on CPU), a torchvision model name/builder ('resnet18'), or a module
+    pretrained:bool=False, # ImageNet weights for a torchvision/timm `body`, downloaded into their cache on first use
+    body:str|callable|nn.Module='small', # 'small' (fast on CPU; pretrained=True: 'resnet34'), a torchvision name/builder ('resnet18'), a timm name ('convnext_tiny'), or a module
     pool:str='both', # 'both' (keypoints + concat), 'keypoints' (where things are), 'concat' (what they are: avg+max), 'avg', 'grid'
     n_kp:int=8, # Learned keypoints for pool='keypoints'/'both'
     grid:int=4, # Cells per side for pool='grid'
@@ -305,13 +361,13 @@ def r2plus1d_split(m:nn.Module) -> list:
     return [[p for p in m.parameters() if id(p) not in ids], fc]
 
 @register_arch('r2plus1d', task='classify', splitter=r2plus1d_split, stats=((0.43216,0.394666,0.37645),(0.22803,0.22145,0.216989)),
-               lr=1e-3)
+               lr=1e-3, pretrained=dict(lr=1e-3, freeze_epochs=1, epochs=5, frame_size=112, clip_frames=16))
 def r2plus1d(
     n_frames:int, # Frames per clip (unused: any clip length works)
     n_classes:int, # Number of classes
     channels:int=3, # Channels of a frame; the stem's first conv is rebuilt when not 3
     size:tuple=(112,112), # (H,W) of a frame (unused)
-    pretrained:bool=False, # Kinetics-400 weights from the local torch hub cache
+    pretrained:bool=False, # Kinetics-400 weights, downloaded into the torch hub cache on first use
 ) -> R2Plus1D:
     "torchvision's R(2+1)D-18 with a new fc for `n_classes` and a stem for `channels`"
     from torchvision.models.video import r2plus1d_18, R2Plus1D_18_Weights
