@@ -140,20 +140,48 @@ def _loader_tfm(dl) -> LoadFrames:
     if tfm is None: raise ValueError("evaluate_clips needs DataLoaders built with VideoBlock or SeqBlock inputs.")
     return tfm
 
+def _crop_boxes(h:int, w:int, n_crops:int, size:int=None) -> list:
+    "`(top, left, size)` of mmaction2's ThreeCrop (n_crops=3: start/centre/end of the long side) or CenterCrop (n_crops=1)"
+    s = ifnone(size, min(h, w))
+    if not 0 < s <= min(h, w): raise ValueError(f"crop_size {s} does not fit frames of {h}x{w}: use at most {min(h, w)}.")
+    if n_crops==1: return [((h-s)//2, (w-s)//2, s)]
+    if w >= h: return [((h-s)//2, x, s) for x in (0, (w-s)//2, w-s)]  # left, centre, right
+    return [(y, (w-s)//2, s) for y in (0, (h-s)//2, h-s)]             # top, centre, bottom
+
+class _SpatialCrops(Callback):
+    "Run the model on each spatial crop of the batch's sequences; keep the raw outputs of every crop"
+    def __init__(self, n_crops:int, size:int=None): self.n_crops,self.size,self.outs = n_crops,size,[]
+    def before_batch(self):
+        x = self.xb[0]
+        self.crops = [x[..., t:t+s, l:l+s] for t,l,s in _crop_boxes(*x.shape[-2:], self.n_crops, self.size)]
+        self.learn.xb = (self.crops[0], *self.xb[1:])
+    def after_pred(self):
+        outs = [self.pred] + [self.model(c, *self.xb[1:]) for c in self.crops[1:]]
+        self.outs.append(torch.stack([o.detach().as_subclass(Tensor).float().cpu() for o in outs]))
+
 @patch
 def evaluate_clips(self:Learner,
     n_clips:int=5, # Clips per video, spread evenly over its length
     ds_idx:int=1, # Which dataset to score (1: validation)
     dl=None, # Or score this `DataLoader` (with labels)
+    n_crops:int=1, # 1: the whole frames (or a centre crop with `crop_size`); 3: mmaction2's `ThreeCrop` along the long side
+    crop_size:int=None, # Side of the square crops; default the frames' short side (as `ThreeCrop` after a short-side resize)
 ) -> ClipEvaluation:
-    "Score each video on `n_clips` evenly spread clips and average their probabilities (as PyTorchVideo and mmaction2 do)"
+    "Score each video on `n_clips` evenly spread clips x `n_crops` spatial crops and average their probabilities (as mmaction2 does)"
+    if n_crops not in (1, 3): raise ValueError(f"n_crops must be 1 or 3 (mmaction2's CenterCrop or ThreeCrop), got {n_crops}")
     dl = ifnone(dl, self.dls[ds_idx]).new(shuffle=False, drop_last=False)
     tfm = _loader_tfm(dl)
+    act = getattr(self.loss_func, 'activation', lambda o: o)
     old, all_probs, targs = tfm.clip, [], None
     try:
         for k in range(n_clips):
             tfm.clip = (k, n_clips)
-            probs, targs = self.get_preds(dl=dl)
-            all_probs.append(probs)
+            if n_crops==1 and crop_size is None:  # the frames as they are
+                probs, targs = self.get_preds(dl=dl)
+                all_probs.append(probs); continue
+            cb = _SpatialCrops(n_crops, crop_size)  # one decode per clip, one forward pass per crop
+            _, targs = self.get_preds(dl=dl, cbs=[cb])
+            all_probs += list(act(torch.cat(cb.outs, 1)))
     finally: tfm.clip = old
+    # `clip_probs` holds every view, clip-major: clip k, crop c is row k*n_crops+c
     return aggregate_clips(torch.stack(all_probs), targs)
