@@ -132,3 +132,55 @@ def test_motion_direction_through_the_pipeline(direction_path, arch, epochs, lo,
     with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs)
     acc = learn.validate()[1]
     assert lo <= acc <= hi, (arch, acc)
+
+# ---- test-time multi-crop ----
+class _MeanLogits(torch.nn.Module):
+    "Logits (10*mean, 0) of the whole input: with frames brighter to the right, the right crop scores highest"
+    def __init__(self): super().__init__(); self.w, self.sizes = torch.nn.Parameter(torch.tensor(10.)), []
+    def forward(self, x):
+        self.sizes.append(tuple(x.shape[-2:]))
+        m = x.as_subclass(torch.Tensor).float().mean((1, 2, 3, 4))
+        return torch.stack([self.w*m, torch.zeros_like(m)], -1)
+
+def _ramp_learner(h=8, w=14):
+    "6 sequences (T=4; the first 4 are the validation set) whose pixel (t, col) is 10*t + 10*col + 5*i: crop and clip change the mean"
+    from fastai.vision.all import Learner, IndexSplitter
+    from fastai_seq.data import SeqBlock
+    t, c = np.arange(4)[:, None, None, None], np.arange(w)[None, None, :, None]
+    seqs = [np.broadcast_to(10*t + 10*c + 5*i, (4, h, w, 3)).astype(np.uint8) for i in range(6)]
+    dls = DataBlock(blocks=(SeqBlock(n_frames=2), CategoryBlock), get_items=lambda _: list(range(6)),
+                    get_x=lambda i: seqs[i], get_y=lambda i: 'ab'[i%2], splitter=IndexSplitter([0, 1, 2, 3])
+                    ).dataloaders(None, bs=3, num_workers=0)
+    return Learner(dls, _MeanLogits(), loss_func=CrossEntropyLossFlat()), seqs[:4]
+
+def _expected_probs(seq, frames, top, left, s):
+    m = seq[frames][:, top:top+s, left:left+s].astype(np.float64).mean()/255
+    p0 = 1/(1+np.exp(-10*m))
+    return np.array([p0, 1-p0])
+
+def test_evaluate_clips_three_crops_known_logits():
+    from fastai_seq.data import clip_indices
+    learn, seqs = _ramp_learner()
+    ev = learn.evaluate_clips(n_clips=2, n_crops=3)
+    assert ev.clip_probs.shape == (6, 4, 2) and set(learn.model.sizes) == {(8, 8)}  # 3 square 8x8 crops of 8x14 frames
+    for i, seq in enumerate(seqs):
+        views = [_expected_probs(seq, clip_indices(4, 2, k, 2), 0, left, 8) for k in range(2) for left in (0, 3, 6)]
+        assert np.allclose(ev.clip_probs[:, i].numpy(), np.stack(views), atol=1e-5)  # clip-major: clip k, crop c at 3k+c
+        assert np.allclose(ev.probs[i].numpy(), np.mean(views, 0), atol=1e-5)
+    p0 = ev.clip_probs[:3, 0, 0]
+    assert p0[0] < p0[1] < p0[2]  # left, centre, right: the crops really differ
+    assert ev.targets.tolist() == [0, 1, 0, 1] and ev.video_accuracy == 0.5  # class 'a' (0) always wins: half right
+    # portrait frames: top / centre / bottom
+    from fastai_seq.learner import _crop_boxes
+    assert _crop_boxes(14, 8, 3) == [(0, 0, 8), (3, 0, 8), (6, 0, 8)] and _crop_boxes(8, 14, 1, 4) == [(2, 5, 4)]
+    with pytest.raises(ValueError, match='n_crops must be 1 or 3'): learn.evaluate_clips(n_crops=2)
+    with pytest.raises(ValueError, match='crop_size 9 does not fit frames of 8x14'): learn.evaluate_clips(n_clips=1, n_crops=3, crop_size=9)
+
+def test_evaluate_clips_one_crop_unchanged():
+    from fastai_seq.data import clip_indices
+    learn, seqs = _ramp_learner()
+    ev = learn.evaluate_clips(n_clips=2)  # n_crops=1: whole frames, as before
+    assert ev.clip_probs.shape == (2, 4, 2) and set(learn.model.sizes) == {(8, 14)}
+    full = np.stack([[_expected_probs(s, clip_indices(4, 2, k, 2), 0, 0, 14) for s in seqs] for k in range(2)])
+    assert np.allclose(ev.clip_probs.numpy(), full, atol=1e-5)
+    assert torch.allclose(learn.evaluate_clips(n_clips=2, n_crops=1).probs, ev.probs)
