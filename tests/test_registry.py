@@ -36,7 +36,21 @@ def test_register_list_and_overwrite(clean_registry):
 
 def test_bundled_archs_registered():
     assert set(list_archs(task='forecast')) >= {'unet', 'convgru', 'convlstm', 'phydnet', 'simvp'}
-    assert set(list_archs(task='classify')) >= {'frames_mean', 'frames_lstm', 'timesformer', 'r2plus1d'}
+    assert set(list_archs(task='classify')) >= {'frames_mean', 'frames_lstm', 'timesformer', 'r2plus1d', 'r3d_18', 'mc3_18',
+                                                's3d', 'mvit_v2_s', 'swin3d_t'}
+    assert list_archs('*3d*') == ['r3d_18', 's3d', 'swin3d_t']
+
+def test_kinetics_entries_from_torchvision_metadata():
+    "Input size, clip length and stats of torchvision's Kinetics models come from their weights' metadata"
+    import torchvision
+    for arch,wname in [('r3d_18','R3D_18_Weights'), ('mc3_18','MC3_18_Weights'), ('s3d','S3D_Weights'),
+                       ('mvit_v2_s','MViT_V2_S_Weights'), ('swin3d_t','Swin3D_T_Weights')]:
+        w = getattr(torchvision.models.video, wname).KINETICS400_V1
+        info = arch_info(arch)
+        assert info.stats==(tuple(w.transforms().mean), tuple(w.transforms().std))
+        assert info.defaults['input_size']==tuple(w.transforms().crop_size) and info.defaults['weights']==str(w)
+    assert arch_info('r3d_18').defaults['input_size']==(112,112) and arch_info('mvit_v2_s').defaults['clip_frames']==16
+    assert arch_info('mvit_v2_s').stats==((0.45,)*3, (0.225,)*3) and arch_info('s3d').defaults['clip_frames']==14
     assert list_archs('conv*') == ['convgru', 'convlstm']
 
 def test_unknown_arch_lists_known():
