@@ -305,3 +305,23 @@ def test_motion_direction_needs_order():
     print({a:(round(acc,3), f'{t:.0f}s') for a,(acc,t) in res.items()})
     assert res['frames_lstm'][0]>=0.9 and res['timesformer'][0]>=0.9
     assert res['frames_mean'][0]<=0.6
+
+def test_seq_learner_pretrained_recipe(monkeypatch, tmp_path):
+    "pretrained=True fills in the arch's recipe (pooling, lr), adds the weights' Normalize, freezes the body; the caller's args win"
+    from fastai.data.transforms import Normalize
+    from fastai_seq.learner import seq_learner, pretrained_defaults
+    assert pretrained_defaults('frames_lstm')==FRAMES_PRETRAINED and FRAMES_PRETRAINED['body']=='resnet34'
+    assert pretrained_defaults('s3d')['frame_size']==224 and pretrained_defaults('r3d_18')['clip_frames']==16
+    _torch_home(monkeypatch, tmp_path)
+    sd = torchvision.models.resnet18().state_dict()
+    _fake_network(monkeypatch, {'resnet18-f37072fd.pth': sd})
+    dls = _tensor_dls()
+    learn = seq_learner(dls, 'frames_lstm', pretrained=True, body='resnet18')
+    m = learn.model
+    assert m.encoder.module.pool.pool=='concat' and learn.lr==FRAMES_PRETRAINED['lr']
+    norms = [t for t in dls.after_batch.fs if isinstance(t, Normalize)]
+    assert len(norms)==1 and torch.allclose(norms[0].mean.flatten(), torch.tensor([0.485, 0.456, 0.406]))
+    assert not m.encoder.module.body[0].weight.requires_grad and m.head[-1].weight.requires_grad
+    learn2 = seq_learner(_tensor_dls(), 'frames_lstm', pretrained=True, body='resnet18', pool='avg', lr=1e-4)
+    assert learn2.model.encoder.module.pool.pool=='avg' and learn2.lr==1e-4
+    assert not any(isinstance(t, Normalize) for t in seq_learner(_tensor_dls(), 'frames_lstm').dls.after_batch.fs)
