@@ -19,7 +19,7 @@ from fastai.vision.core import PILImage, PILImageBW
 from fastai.vision.augment import RandTransform, PadMode, _init_mat, affine_grid, _grid_sample
 from fastai.vision.data import get_grid
 from .core import ImageTuple, ImageSeq, ImageSeqBW, SeqError, ls_sorted
-from .video import read_frames, video_info, VideoError, VIDEO_EXTS, _too_many_pixels, _BIGGER
+from .video import read_frames, video_info, VideoError, VIDEO_EXTS, _too_many_pixels, _BIGGER, _index_files
 
 __all__ = ['SAMPLERS', 'SHORT_POLICIES', 'ON_ERROR', 'MAX_PIXELS', 'sample_indices', 'clip_indices', 'SkippedItem',
            'SkippedItemWarning', 'SkipLog', 'LoadFrames', 'StackFrames', 'IntToFloatSeq', 'SeqDL', 'SeqBlock', 'VideoBlock',
@@ -377,6 +377,14 @@ class SeqDL(TfmdDL):
     def before_iter(self):
         super().before_iter()
         self._skip_start = [len(f.skip_log) for f in _load_tfms(self.dataset)]
+        if self.num_workers: _index_videos(self)
+
+def _index_videos(dl):
+    "Index the videos of `dl`'s items in this (main) process, in parallel: fresh workers each epoch inherit it, never re-probe"
+    lfs, items = _load_tfms(dl.dataset), getattr(dl.dataset, 'items', None)
+    if not lfs or items is None: return
+    vids = [o for o in items if isinstance(o, (str, Path)) and _is_video(o)]
+    if vids: _index_files(vids, n_workers=dl.num_workers, max_pixels=lfs[0].max_pixels)
 
     def after_iter(self):
         "Warn once about the items skipped during this pass, in the main process (workers log them to a shared file)"

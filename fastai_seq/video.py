@@ -246,7 +246,7 @@ def _count_frames(fn):
             raise _verr(fn, f"decoding failed after {n} frames ({type(e).__name__}: {e})", _REENCODE) from None
     return n
 
-_CACHE, _CACHE_MAX, _LOCK = OrderedDict(), 8192, threading.Lock()
+_CACHE, _CACHE_MAX, _LOCK = OrderedDict(), 1<<17, threading.Lock()  # a few KiB an entry; UCF101 has 13,320 files
 _STATS = Counter()  # in this process: 'probe' (files indexed), 'decoded' (frames decoded to read frames)
 
 def _key(fn):
@@ -271,6 +271,24 @@ def _index(fn, force_decode=False, max_pixels=None):
             _CACHE[k] = ix
             while len(_CACHE) > _CACHE_MAX: _CACHE.popitem(last=False)
     return ix
+
+def _probe_or_none(fn, max_pixels=None):
+    "The `_Index` of `fn`, or None if it cannot be indexed (the item that reads it reports why)"
+    try: return _probe(fn, max_pixels=max_pixels)
+    except Exception: return None
+
+def _index_files(files, n_workers=0, max_pixels=None, progress=None) -> int:
+    "Index those of `files` not in this process's cache, in parallel; forked DataLoader workers inherit the cache"
+    todo = [(f, k) for f in files if (k := _key(f)) is not None and k not in _CACHE]
+    if not todo: return 0
+    fs = [f for f, _ in todo]
+    ixs = parallel(_probe_or_none, fs, max_pixels=max_pixels, n_workers=n_workers if len(fs) >= 16 else 0,
+                   progress=len(fs) >= 64 if progress is None else progress)
+    with _LOCK:
+        for (_, k), ix in zip(todo, ixs):
+            if ix is not None: _CACHE[k] = ix
+        while len(_CACHE) > _CACHE_MAX: _CACHE.popitem(last=False)
+    return len(todo)
 
 def video_info(fn, # A video file
                max_pixels:int=None, # Raise `VideoError`, decoding nothing, if the header declares more pixels per frame

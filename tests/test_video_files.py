@@ -132,3 +132,35 @@ def test_rotation_metadata(tmp_path, rot):
     assert read_frames(fn, [], rotate=True).shape == (0, 64, 48, 3)
     assert np.array_equal(np.stack([np.asarray(i) for i in LoadFrames(2, 'first')(fn)]), got[:2])
     assert np.array_equal(np.stack([np.asarray(i) for i in LoadFrames(2, 'first', rotate=False)(fn)]), stored[:2])
+
+def _counting_probe(monkeypatch, log):
+    "Patch `_probe` to append the name of each file it indexes to `log` (forked workers inherit the patch)"
+    import fastai_seq.video as V
+    orig = V._probe
+    def probe(fn, *args, **kwargs):
+        with open(log, 'a') as f: f.write(Path(fn).name + '\n')
+        return orig(fn, *args, **kwargs)
+    monkeypatch.setattr(V, '_probe', probe)
+    return lambda: Path(log).read_text().split() if Path(log).exists() else []
+
+def test_index_once_across_epochs_and_workers(tmp_path, monkeypatch):
+    "Two epochs with 2 workers probe each video once (in the main process); a changed file is indexed again"
+    from fastai.vision.all import DataBlock, CategoryBlock, parent_label, RandomSplitter
+    from fastai_seq.data import VideoBlock
+    for c in ('c0', 'c1'): (tmp_path/'v'/c).mkdir(parents=True)
+    for i in range(8): write_video(tmp_path/'v'/f'c{i%2}'/f'{i}.mp4', n=12+i, w=32, h=32, opts={'g': '4'})
+    probes = _counting_probe(monkeypatch, tmp_path/'probes.txt')
+    _CACHE.clear()
+    dblock = DataBlock(blocks=(VideoBlock(n_frames=4, sampler='auto'), CategoryBlock), get_items=get_video_files,
+                       get_y=parent_label, splitter=RandomSplitter(0.25, seed=0))
+    dls = dblock.dataloaders(tmp_path/'v', bs=2, num_workers=2)
+    for epoch in range(2):
+        for dl in (dls.train, dls.valid):
+            for b in dl: assert b[0].shape[1:] == (4, 3, 32, 32)
+        if epoch == 0: after1 = list(probes())
+    assert sorted(after1) == sorted(f'{i}.mp4' for i in range(8)) and probes() == after1  # once each, none in epoch 2
+    changed = dls.train.dataset.items[0]
+    write_video(changed, n=20, w=32, h=32)  # new size and mtime: the cached index no longer holds
+    os.utime(changed, ns=(0, os.stat(changed).st_mtime_ns + 10**9))
+    for b in dls.train: pass
+    assert probes()[len(after1):] == [Path(changed).name]
