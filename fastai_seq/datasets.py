@@ -13,10 +13,12 @@ from fastcore.basics import store_attr, listify
 from fastcore.meta import delegates
 from fasttransform import Transform
 from fastai.data.core import Datasets, TfmdDL, DataLoaders
-from .core import ImageSeq, SeqError, natural_key
+from fastai.torch_core import TensorBase, TensorImageBW
+from .core import ImageSeq, ImageSeqBW, ImageTuple, SeqError, natural_key
 from .data import IntToFloatSeq
 
-__all__ = ['DigitsError', 'load_mnist_digits', 'embedded_digits', 'MovingMNIST', 'MovingMNISTFrames', 'MovingMNISTDL',
+__all__ = ['DigitsError', 'load_mnist_digits', 'load_mnist', 'embedded_digits', 'MovingMNIST', 'ImageTupleTransform',
+           'MovingMNISTFrames', 'MovingMNISTDL',
            'moving_mnist_dls', 'MOTIONS', 'make_moving_videos']
 
 class DigitsError(SeqError):
@@ -24,7 +26,8 @@ class DigitsError(SeqError):
 
 _FORMATS = ("Accepted: MNIST idx image files ('train-images-idx3-ubyte', 't10k-images-idx3-ubyte', plain or .gz), "
             "an .npz/.npy holding (N,28,28) or (N,784) digits (keys x_train/x_test or a single array), "
-            "or the png folders of fastai's untar_data(URLs.MNIST) ('training/<digit>/*.png', 'testing/<digit>/*.png'), "
+            "or the png folders of fastai's MNIST sets ('training/<digit>/*.png', 'testing/<digit>/*.png' of URLs.MNIST; "
+            "'train/<digit>', 'valid/<digit>' of URLs.MNIST_SAMPLE and URLs.MNIST_TINY), "
             "or a folder holding any of these.")
 
 # ---------------------------------------------------------------------------------------------------------------- digits
@@ -66,11 +69,43 @@ def _as_digits(a, src='digits') -> np.ndarray:
     if np.issubdtype(a.dtype, np.floating) and hi<=1: a = a*255
     return np.round(a).astype(np.uint8)
 
-def _read_array_file(fn:Path) -> np.ndarray:
-    "Digits from an `.npy` or `.npz` (keys x_train/x_val/x_test concatenated in that order, or a single array)"
+def _read_idx_labels(fn:Path) -> np.ndarray:
+    "Labels `(N,)` int64 from an MNIST idx1 file, checking its magic number and size"
+    b = _read_bytes(fn)
+    if len(b)<8: raise DigitsError(f"{fn}: {len(b)} bytes, too short for an MNIST idx labels header.")
+    magic,n = struct.unpack('>ii', b[:8])
+    if magic!=2049: raise DigitsError(f"{fn}: not an MNIST idx labels file (magic number {magic & 0xffffffff:#010x}, expected "
+                                      "0x00000801).")
+    if n<0 or len(b)!=8+n: raise DigitsError(f"{fn}: the header announces {n} labels but the file holds {len(b)-8} bytes of them: "
+                                             "it is truncated or corrupt, get it again.")
+    return np.frombuffer(b, np.uint8, offset=8).astype(np.int64)
+
+def _labels_file(fn:Path) -> Path:
+    "The idx labels file beside the idx images file `fn` ('t10k-images-idx3-ubyte.gz' -> 't10k-labels-idx1-ubyte[.gz]')"
+    stem = fn.name.removesuffix('.gz').replace('images-idx3', 'labels-idx1')
+    for c in (fn.parent/stem, fn.parent/f'{stem}.gz'):
+        if c.is_file(): return c
+    raise DigitsError(f"{fn}: no labels file beside it ({stem} or {stem}.gz): put the matching labels file in {fn.parent}, "
+                      "or use load_mnist_digits for the images alone.")
+
+def _idx_pair(fn:Path, labels:bool):
+    x = _read_idx_images(fn)
+    if not labels: return x, None
+    lf = _labels_file(fn)
+    y = _read_idx_labels(lf)
+    if len(y)!=len(x): raise DigitsError(f"{lf}: {len(y)} labels for the {len(x)} images of {fn}: use the matching pair of files.")
+    return x, y
+
+_LABEL_KEYS = {'x_train':'y_train', 'x_val':'y_val', 'x_valid':'y_valid', 'x_test':'y_test', 'images':'labels', 'digits':'labels',
+               'x':'y', 'data':'labels'}
+
+def _read_array_file(fn:Path, labels:bool=False):
+    "Digits (and labels) from an `.npy` or `.npz` (keys x_train/x_val/x_test concatenated in that order, or a single array)"
     try: z = np.load(fn, allow_pickle=False)
     except Exception as e: raise DigitsError(f"{fn}: cannot load it with numpy ({type(e).__name__}: {e}). {_FORMATS}") from e
-    if isinstance(z, np.ndarray): return _as_digits(z, fn)
+    if isinstance(z, np.ndarray):
+        if labels: raise DigitsError(f"{fn}: a single array holds no labels; save an .npz with x_train/y_train (or x_test/y_test).")
+        return _as_digits(z, fn), None
     with z:
         keys = list(z.keys())
         xs = [k for k in ('x_train', 'x_val', 'x_valid', 'x_test') if k in keys]
@@ -78,22 +113,35 @@ def _read_array_file(fn:Path) -> np.ndarray:
         if not xs and len(keys)==1: xs = keys
         if not xs: raise DigitsError(f"{fn}: cannot tell which of the arrays {keys} holds the digits; name it x_train/x_test "
                                      "or save a single array.")
-        return np.concatenate([_as_digits(z[k], f'{fn}[{k!r}]') for k in xs])
+        x = np.concatenate([_as_digits(z[k], f'{fn}[{k!r}]') for k in xs])
+        if not labels: return x, None
+        missing = [_LABEL_KEYS.get(k, f'labels for {k}') for k in xs if _LABEL_KEYS.get(k) not in keys]
+        if missing: raise DigitsError(f"{fn}: no labels {missing} for the digits {xs} (arrays: {keys}); save them beside the digits.")
+        y = np.concatenate([np.asarray(z[_LABEL_KEYS[k]]).astype(np.int64).reshape(-1) for k in xs])
+        if len(y)!=len(x): raise DigitsError(f"{fn}: {len(y)} labels for {len(x)} digits.")
+        return x, y
 
 def _is_idx_images(p:Path) -> bool: return p.is_file() and 'idx3-ubyte' in p.name and 'images' in p.name
 
+_SPLIT_ORDER = ('training', 'train', 'valid', 'validation', 'val', 'testing', 'test')
+
 def _png_roots(d:Path) -> list:
-    "The folders of `d` laid out as `<digit>/*.png` (`training` then `testing` in fastai's MNIST, or `d` itself)"
+    "The folders of `d` laid out as `<digit>/*.png`: every split (training/train, valid, testing/test, then others by name), or `d`"
     def _has_digit_dirs(p): return p.is_dir() and any(s.is_dir() and s.name.isdigit() for s in p.iterdir())
-    roots = [d/s for s in ('training', 'train', 'testing', 'test') if _has_digit_dirs(d/s)]
+    subs = [s for s in d.iterdir() if _has_digit_dirs(s)]
+    roots = sorted(subs, key=lambda s: (_SPLIT_ORDER.index(s.name.lower()) if s.name.lower() in _SPLIT_ORDER else len(_SPLIT_ORDER),
+                                        natural_key(s.name)))
     return roots or ([d] if _has_digit_dirs(d) else [])
 
 def _read_png(fn): return np.asarray(Image.open(fn).convert('L'))
 
-def _read_png_tree(roots:list) -> np.ndarray:
-    "All `<root>/<digit>/*.png` images, roots in order, digit folders and files in natural order, as `(N,h,w)` uint8"
-    fns = [f for r in roots for s in sorted((s for s in r.iterdir() if s.is_dir() and s.name.isdigit()), key=lambda s: int(s.name))
-           for f in sorted(s.glob('*.png'), key=lambda f: natural_key(f.name))]
+def _read_png_tree(roots:list, labels:bool=False):
+    "All `<root>/<digit>/*.png` images, roots in order, digit folders and files in natural order, as `(N,h,w)` uint8 (and labels)"
+    fns,ys = [],[]
+    for r in roots:
+        for s in sorted((s for s in r.iterdir() if s.is_dir() and s.name.isdigit()), key=lambda s: int(s.name)):
+            fs = sorted(s.glob('*.png'), key=lambda f: natural_key(f.name))
+            fns += fs; ys += [int(s.name)]*len(fs)
     if not fns: raise DigitsError(f"{roots[0]}: digit folders without png files. {_FORMATS}")
     with ThreadPoolExecutor(4) as ex: imgs = list(ex.map(_read_png, fns))
     shapes = {i.shape for i in imgs}
@@ -101,28 +149,40 @@ def _read_png_tree(roots:list) -> np.ndarray:
         bad = next(f for f,i in zip(fns, imgs) if i.shape!=imgs[0].shape)
         raise DigitsError(f"{bad}: {_read_png(bad).shape[::-1]} pixels while {fns[0]} has {imgs[0].shape[::-1]}: "
                           "all digit images must have one size.")
-    return np.stack(imgs)
+    return np.stack(imgs), (np.array(ys, dtype=np.int64) if labels else None)
 
-def load_mnist_digits(
-    path:str|Path, # An idx(.gz) image file, an .npz/.npy, or a folder holding idx files, an .npz or fastai's MNIST png folders
-) -> np.ndarray:
-    "MNIST digits as an `(N,28,28)` uint8 array; a folder with both train and t10k files gives all of them, train first"
+def _load_mnist(path, labels:bool):
+    "Digits and (when `labels`) their labels from any of the accepted sources"
     p = Path(path).expanduser()
     if not p.exists(): raise FileNotFoundError(f"{p}: no such file or folder. {_FORMATS}")
     if p.is_file():
-        if p.suffix.lower() in ('.npz', '.npy'): return _read_array_file(p)
-        return _read_idx_images(p)
+        if p.suffix.lower() in ('.npz', '.npy'): return _read_array_file(p, labels)
+        return _idx_pair(p, labels)
     idx = [f for f in p.iterdir() if _is_idx_images(f)]
     # one file per data set: a plain copy wins over its .gz twin; train before t10k/test
     byname = {}
     for f in sorted(idx, key=lambda f: f.name.endswith('.gz')): byname.setdefault(f.name.removesuffix('.gz'), f)
-    if byname: return np.concatenate([_read_idx_images(f) for _,f in sorted(byname.items(), key=lambda o: ('train' not in o[0], o[0]))])
+    if byname:
+        pairs = [_idx_pair(f, labels) for _,f in sorted(byname.items(), key=lambda o: ('train' not in o[0], o[0]))]
+        return np.concatenate([x for x,_ in pairs]), (np.concatenate([y for _,y in pairs]) if labels else None)
     arrs = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in ('.npz', '.npy'))
-    if len(arrs)==1: return _read_array_file(arrs[0])
+    if len(arrs)==1: return _read_array_file(arrs[0], labels)
     if len(arrs)>1: raise DigitsError(f"{p}: several array files {[a.name for a in arrs]}; pass the one holding the digits.")
     roots = _png_roots(p)
-    if roots: return _read_png_tree(roots)
+    if roots: return _read_png_tree(roots, labels)
     raise DigitsError(f"{p}: no MNIST digits found in this folder. {_FORMATS}")
+
+def load_mnist_digits(
+    path:str|Path, # An idx(.gz) image file, an .npz/.npy, or a folder holding idx files, an .npz or fastai's MNIST png folders
+) -> np.ndarray:
+    "MNIST digits as an `(N,28,28)` uint8 array; a folder with several splits gives all of them, training first"
+    return _load_mnist(path, labels=False)[0]
+
+def load_mnist(
+    path:str|Path, # As for `load_mnist_digits`; idx image files need their labels file beside them, an .npz its y_* arrays
+) -> tuple:
+    "MNIST `(digits, labels)`: `(N,28,28)` uint8 and `(N,)` int64, from idx files, an .npz or a png tree (labels = folder names)"
+    return _load_mnist(path, labels=True)
 
 @lru_cache(maxsize=1)
 def _embedded_digits() -> np.ndarray:
@@ -195,7 +255,15 @@ class MovingMNIST:
         seed:int=0, # Seeds the validation set and the stream of training sets
         speed:float=None, # Pixels per frame; None: a tenth of the travel range as in the original (3.6 for 28x28 digits in 64x64)
         chunk:int=128, # Sequences generated together when items are read by index (the cache unit of the `DataLoaders`)
+        n_obj:int|list=None, # The moving_mnist package's name for `n_digits` (e.g. `n_obj=[1,2,3]`)
+        length:int=10_000, # `len(ds)`: the fixed sequences `ds[i]` reads (the package's 10,000)
     ):
+        if n_obj is not None:
+            if listify(n_digits)!=[2] and listify(n_digits)!=listify(n_obj):
+                raise ValueError(f"n_obj is another name for n_digits: give one of them, not n_digits={n_digits!r} and n_obj={n_obj!r}")
+            n_digits = n_obj
+        if not isinstance(length, (int, np.integer)) or length<0: raise ValueError(f"length must be an int >= 0, got {length!r}")
+        self.length = int(length)
         self.digits_src = digits if isinstance(digits, (str, Path)) else None
         self._from_array = digits is not None and self.digits_src is None
         self._digits = None if digits is None else (load_mnist_digits(digits) if self.digits_src is not None else _as_digits(digits))
@@ -300,6 +368,20 @@ class MovingMNIST:
         self.epoch += 1
         self._cache = {k:v for k,v in self._cache.items() if k[0]==1}
 
+    def __len__(self) -> int: return self.length
+
+    def __getitem__(self, i) -> tuple:
+        "Fixed sequence `i` as `(input_frames, target_frames)`: float `ImageSeqBW` `(n_in,1,H,W)`, `(n_out,1,H,W)` in [0,1]"
+        if not isinstance(i, (int, np.integer)): raise TypeError(f"MovingMNIST indices are ints, got {type(i).__name__}")
+        if i<0: i += self.length
+        if not 0<=i<self.length: raise IndexError(f"MovingMNIST index {i} out of range for {self.length} sequences (length=...)")
+        return self._split_xy(self.sequence(i, valid=True))
+
+    def _split_xy(self, s:np.ndarray) -> tuple:
+        "A uint8 `(T,H,W)` sequence as float `ImageSeqBW` inputs and targets in [0,1]"
+        t = torch.from_numpy(s[:, None]).float().div_(255)
+        return ImageSeqBW(t[:self.n_in]), ImageSeqBW(t[self.n_in:])
+
     def __getstate__(self):
         d = {**self.__dict__, '_cache': {}}
         if not self._from_array: d['_digits'] = None   # rebuilt from the embedded source or `digits_src` when needed
@@ -333,6 +415,35 @@ class MovingMNIST:
     def __repr__(self):
         return (f"MovingMNIST({len(self.digits)} digits of {self.digits.shape[1]}x{self.digits.shape[2]}, n_in={self.n_in}, "
                 f"n_out={self.n_out}, n_digits={self.n_digits}, size={self.size}, speed={self.speed:g}, seed={self.seed})")
+
+class ImageTupleTransform(Transform):
+    "As in the moving_mnist package: item `i` -> `(ImageTuple, ImageTuple)` of float `TensorImageBW` frames `(1,H,W)` in [0,1]"
+    # `TfmdLists` index it with `range(n)` for training and validation alike, so the role of each transform is its own:
+    # training draws fresh random sequences at every call (seeded from torch's RNG, so `set_seed` and worker processes
+    # behave), validation reads the fixed sequences `ds[i]`, the same every epoch and run.
+    def __init__(self,
+        ds:MovingMNIST, # The generator; `ds[i]` gives the fixed (validation) sequences
+        train:bool=None, # Fresh sequences each call (True) or the fixed `ds[i]` (False); None: the first of them built into a `TfmdLists` on `ds` trains
+    ):
+        super().__init__()
+        if not isinstance(ds, MovingMNIST): raise TypeError(f"ImageTupleTransform takes a MovingMNIST, got {type(ds).__name__}")
+        self.ds,self.train = ds,train
+
+    def setups(self, items):
+        "With `train=None`, the first transform on `ds` set up by a `TfmdLists` (the package's `train_tl`) becomes its training one"
+        if self.train is None:
+            self.train = not getattr(self.ds, '_has_train_tfm', False)
+            self.ds._has_train_tfm = True
+
+    @staticmethod
+    def _tuple(frames) -> ImageTuple: return ImageTuple(TensorImageBW(f) for f in frames)
+
+    def encodes(self, i:int|np.integer):
+        if self.train:
+            rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+            x,y = self.ds._split_xy(self.ds.generate(1, rng)[0])
+        else: x,y = self.ds[int(i)]
+        return self._tuple(TensorBase(x)), self._tuple(TensorBase(y))
 
 class MovingMNISTFrames(Transform):
     "Item `i` of a Moving MNIST `Datasets` -> its input (`part='x'`) or target (`part='y'`) frames as a uint8 `ImageSeq` `(T,1,H,W)`"

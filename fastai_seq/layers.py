@@ -2,7 +2,7 @@
 from __future__ import annotations
 import torch
 from torch import nn, Tensor
-from fastcore.basics import store_attr
+from fastcore.basics import store_attr, fastuple
 from fastai.torch_core import Module
 
 __all__ = ['TimeDistributed', 'StackUnstack', 'UnstackStack', 'StackLoss']
@@ -96,5 +96,9 @@ class StackLoss:
     def _stack(self, x): return torch.stack(list(x), dim=self.dim) if isinstance(x, (tuple, list)) else x
     def __call__(self, pred, targ, **kwargs): return self.loss_func(self._stack(pred), self._stack(targ), **kwargs)
     def activation(self, x): return getattr(self.loss_func, 'activation', lambda o:o)(x)
-    def decodes(self, x): return getattr(self.loss_func, 'decodes', lambda o:o)(x)
+    def decodes(self, x):
+        "The wrapped loss's decodes; a list/tuple of predicted frames becomes one item, `(fastuple(frames),)`, as fastai's `show_results`/`predict` want"
+        if isinstance(x, (tuple, list)) and x and all(isinstance(o, Tensor) for o in x):
+            return (fastuple(self.decodes(o) for o in x),)
+        return getattr(self.loss_func, 'decodes', lambda o:o)(x)
     def __repr__(self): return f'StackLoss({self.loss_func})'

@@ -15,12 +15,12 @@ from fastai.learner import Learner
 from fastai.callback.core import Callback
 from fastai.data.transforms import Normalize
 from fastai.vision.data import get_grid
-from .core import ImageSeq
+from .core import ImageSeq, ImageTuple
 from .data import LoadFrames, show_batch
 from .metrics import MSE, MAE, SSIM, PSNR, TopKAccuracy
 from .registry import arch_info, infer_task, create_seq_model, model_kwargs_from_dls, list_archs
 
-__all__ = ['seq_learner', 'pretrained_defaults', 'ReleaseLossGrad', 'default_metrics', 'ClipEvaluation', 'aggregate_clips', 'show_results',
+__all__ = ['seq_learner', 'ReleaseLossGrad', 'default_metrics', 'ClipEvaluation', 'aggregate_clips', 'show_results',
            'plot_top_losses']
 
 _learner_args = set(inspect.signature(Learner.__init__).parameters) - {'self', 'dls', 'model'}
@@ -38,20 +38,14 @@ class ReleaseLossGrad(Callback):
     order = 100
     def after_batch(self): self.learn.loss_grad = None
 
-def pretrained_defaults(
-    arch:str, # A registered classification arch
-) -> dict:
-    "The fine-tuning recipe `seq_learner(..., pretrained=True)` and the command line use for `arch`: body, pooling, lr, epochs"
-    return dict(arch_info(arch).defaults.get('pretrained', {}))
-
 @delegates(Learner.__init__)
 def seq_learner(
     dls, # `DataLoaders` of `ImageSeq` inputs and `ImageSeq` (forecasting) or category (classification) targets
     arch='convgru', # A registered arch name (see `list_archs()`) or a builder taking the shape kwargs
     loss_func=None, # Default: `MSELossFlat` (forecasting), `CrossEntropyLossFlat` (classification)
     metrics=None, # Default: `default_metrics(task)`
-    pretrained:bool=False, # ImageNet (frame bodies) or Kinetics (video models) weights, downloaded into the torch/timm cache on first use; fills in `pretrained_defaults(arch)`
-    normalize:bool=True, # With `pretrained`, add `Normalize` with the weights' stats when the data has none
+    pretrained:bool=False, # Load ImageNet weights for the bodies of classification archs (from the local cache only)
+    normalize:bool=True, # Add `Normalize` with the arch's stats when the data has none and the arch asks for them
     **kwargs # `Learner` arguments (`lr`, `cbs`, `opt_func`, `path`, ...) and model arguments for the builder
 ) -> Learner:
     "Build a `Learner` for a sequence task, the task inferred from the targets of `dls`"
@@ -60,11 +54,6 @@ def seq_learner(
     info = arch_info(arch) if isinstance(arch, str) else None
     if task=='classify': kwargs['pretrained'] = pretrained
     elif pretrained: raise ValueError("pretrained=True is for the classification archs: forecasting archs train from scratch.")
-    pre = pretrained_defaults(arch) if pretrained and info is not None else {}
-    builder_args = inspect.signature(info.builder).parameters if info is not None else {}
-    for k,v in pre.items():  # the arch's fine-tuning recipe (body, pooling, lr) fills what the caller left out
-        if k in builder_args: kwargs.setdefault(k, v)
-        elif k=='lr': lrn_kw.setdefault('lr', v)
     model = create_seq_model(arch, dls, **kwargs)
     shape = model_kwargs_from_dls(dls, task)
     if info is not None:
@@ -72,11 +61,8 @@ def seq_learner(
         for k,v in info.defaults.items():
             if k=='cbs': lrn_kw['cbs'] = L(v) + L(lrn_kw.get('cbs'))  # the arch's callbacks (e.g. PhyDNet's constraint) stay
             elif k in _learner_args: lrn_kw.setdefault(k, v)
-    # the stats of the pretrained weights: a timm/torchvision body's own (`input_stats`), else the registry entry's
-    stats = next((m.input_stats for m in model.modules() if getattr(m, 'input_stats', None) is not None),
-                 getattr(info, 'stats', None))
-    if normalize and stats is not None and pretrained and _find_normalize(dls) is None and len(stats[0])==shape['channels']:
-        dls.add_tfms([Normalize.from_stats(*stats)], 'after_batch')
+        if normalize and info.stats is not None and pretrained and _find_normalize(dls) is None:
+            dls.add_tfms([Normalize.from_stats(*info.stats)], 'after_batch')
     if loss_func is None: loss_func = MSELossFlat() if task=='forecast' else CrossEntropyLossFlat()
     if metrics is None: metrics = default_metrics(task, shape.get('n_classes'))
     lrn_kw['cbs'] = L(lrn_kw.get('cbs')) + [ReleaseLossGrad()]
@@ -108,6 +94,29 @@ def show_results(x:ImageSeq, y:TensorCategory, samples, outs, ctxs=None, max_n:i
     for (s,o,c) in zip(list(samples)[:n], list(outs)[:n], ctxs):
         s[0].show(ctx=c, max_frames=max_frames, **kwargs)
         c.set_title(f'{s[1]} / {o[0]}', color='green' if str(s[1])==str(o[0]) else 'red')
+    return ctxs
+
+@dispatch
+def show_results(x:ImageTuple, y:TensorCategory, samples, outs, ctxs=None, max_n:int=6, nrows=None, ncols=None, figsize=None,
+                 max_frames:int=8, **kwargs):
+    "`ImageTuple` batches (the UCF101 tutorial's): one figure, each clip a strip titled 'actual / predicted', green when right, red when wrong"
+    n = min(len(samples), max_n)
+    if ctxs is None: ctxs = _strip_grid(n, 1, max_frames, figsize, title='Actual / Predicted')
+    for (s,o,c) in zip(list(samples)[:n], list(outs)[:n], ctxs):
+        ImageTuple(s[0]).show(ctx=c, max_frames=max_frames, **kwargs)
+        c.set_title(f'{s[1]} / {o[0]}', color='green' if str(s[1])==str(o[0]) else 'red')
+    return ctxs
+
+@dispatch
+def show_results(x:ImageTuple, y:ImageTuple, samples, outs, ctxs=None, max_n:int=4, nrows=None, ncols=None, figsize=None,
+                 max_frames:int=10, **kwargs):
+    "Forecasting `ImageTuple` batches (the moving_mnist package's): each sample as a row of input, target and predicted frames"
+    n = min(len(samples), max_n)
+    if ctxs is None: ctxs = _strip_grid(n, 3, max_frames, figsize, title='Input / Target / Prediction')
+    # a model returning a list of frames gives each sample its predicted frames as separate outputs
+    preds = [o[0] if len(o)==1 and isinstance(o[0], tuple) else tuple(o) for o in list(outs)[:n]]
+    for i,src in enumerate((samples.itemgot(0), samples.itemgot(1), preds)):
+        ctxs[i::3] = [ImageTuple(o).show(ctx=c, max_frames=max_frames, **kwargs) for o,c in zip(list(src)[:n], ctxs[i::3])]
     return ctxs
 
 @dispatch
