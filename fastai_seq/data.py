@@ -19,7 +19,7 @@ from fastai.vision.core import PILImage, PILImageBW
 from fastai.vision.augment import RandTransform, PadMode, _init_mat, affine_grid, _grid_sample
 from fastai.vision.data import get_grid
 from .core import ImageTuple, ImageSeq, ImageSeqBW, SeqError, ls_sorted
-from .video import read_frames, video_info, VideoError, VIDEO_EXTS, _too_many_pixels, _BIGGER
+from .video import read_frames, video_info, VideoError, VIDEO_EXTS, _too_many_pixels, _BIGGER, _index_files
 
 __all__ = ['SAMPLERS', 'SHORT_POLICIES', 'ON_ERROR', 'MAX_PIXELS', 'sample_indices', 'clip_indices', 'SkippedItem',
            'SkippedItemWarning', 'SkipLog', 'LoadFrames', 'StackFrames', 'IntToFloatSeq', 'SeqDL', 'SeqBlock', 'VideoBlock',
@@ -377,6 +377,14 @@ class SeqDL(TfmdDL):
     def before_iter(self):
         super().before_iter()
         self._skip_start = [len(f.skip_log) for f in _load_tfms(self.dataset)]
+        if self.num_workers: _index_videos(self)
+
+def _index_videos(dl):
+    "Index the videos of `dl`'s items in this (main) process, in parallel: fresh workers each epoch inherit it, never re-probe"
+    lfs, items = _load_tfms(dl.dataset), getattr(dl.dataset, 'items', None)
+    if not lfs or items is None: return
+    vids = [o for o in items if isinstance(o, (str, Path)) and _is_video(o)]
+    if vids: _index_files(vids, n_workers=dl.num_workers, max_pixels=lfs[0].max_pixels)
 
     def after_iter(self):
         "Warn once about the items skipped during this pass, in the main process (workers log them to a shared file)"
@@ -489,6 +497,30 @@ def show_batch(x:ImageSeq, y, samples, ctxs=None, max_n:int=6, nrows=None, ncols
     n = min(len(samples), max_n)
     if ctxs is None: ctxs = _seq_grid(n, 1, max_frames, figsize)
     return get_show_batch_func(object)(x, y, samples, ctxs=ctxs, max_n=n, max_frames=max_frames, **kwargs)
+
+def _show_label(o, ctx, **kwargs):
+    "Put a decoded label (a `Category`, a string, a number) on `ctx` as its title"
+    if hasattr(o, 'show') and not isinstance(o, (Tensor, tuple)): o.show(ctx=ctx, **kwargs)
+    else: ctx.set_title(str(o.item() if isinstance(o, Tensor) and o.numel()==1 else o))
+
+@dispatch
+def show_batch(x:ImageTuple, y, samples, ctxs=None, max_n:int=6, nrows=None, ncols=None, figsize=None, max_frames:int=8, **kwargs):
+    "A batch of `ImageTuple`s (tuples of `(B,C,H,W)` frames, as the UCF101 tutorial's pipeline yields): one strip per sample, its label as title"
+    n = min(len(samples), max_n)
+    if ctxs is None: ctxs = _seq_grid(n, 1, max_frames, figsize)
+    for s,c in zip(samples[:n], ctxs):
+        ImageTuple(s[0]).show(ctx=c, max_frames=max_frames, **kwargs)
+        for o in s[1:]: _show_label(o, c)
+    return ctxs
+
+@dispatch
+def show_batch(x:ImageTuple, y:ImageTuple, samples, ctxs=None, max_n:int=6, nrows=None, ncols=None, figsize=None, max_frames:int=10, **kwargs):
+    "Forecasting batches of `ImageTuple`s (the moving_mnist package's): each sample as a row, the input strip then the target strip"
+    n = min(len(samples), max_n)
+    if ctxs is None: ctxs = _seq_grid(n, 2, max_frames, figsize, title='Input / Target')
+    for i in range(2):
+        ctxs[i::2] = [ImageTuple(s[i]).show(ctx=c, max_frames=max_frames, **kwargs) for s,c in zip(samples[:n], ctxs[i::2])]
+    return ctxs
 
 def _show_label(o, ctx, **kwargs):
     "Put a decoded label (a `Category`, a string, a number) on `ctx` as its title"

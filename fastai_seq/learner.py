@@ -20,7 +20,7 @@ from .data import LoadFrames, show_batch
 from .metrics import MSE, MAE, SSIM, PSNR, TopKAccuracy
 from .registry import arch_info, infer_task, create_seq_model, model_kwargs_from_dls, list_archs
 
-__all__ = ['seq_learner', 'ReleaseLossGrad', 'default_metrics', 'ClipEvaluation', 'aggregate_clips', 'show_results',
+__all__ = ['seq_learner', 'pretrained_defaults', 'ReleaseLossGrad', 'default_metrics', 'ClipEvaluation', 'aggregate_clips', 'show_results',
            'plot_top_losses']
 
 _learner_args = set(inspect.signature(Learner.__init__).parameters) - {'self', 'dls', 'model'}
@@ -38,14 +38,20 @@ class ReleaseLossGrad(Callback):
     order = 100
     def after_batch(self): self.learn.loss_grad = None
 
+def pretrained_defaults(
+    arch:str, # A registered classification arch
+) -> dict:
+    "The fine-tuning recipe `seq_learner(..., pretrained=True)` and the command line use for `arch`: body, pooling, lr, epochs"
+    return dict(arch_info(arch).defaults.get('pretrained', {}))
+
 @delegates(Learner.__init__)
 def seq_learner(
     dls, # `DataLoaders` of `ImageSeq` inputs and `ImageSeq` (forecasting) or category (classification) targets
     arch='convgru', # A registered arch name (see `list_archs()`) or a builder taking the shape kwargs
     loss_func=None, # Default: `MSELossFlat` (forecasting), `CrossEntropyLossFlat` (classification)
     metrics=None, # Default: `default_metrics(task)`
-    pretrained:bool=False, # Load ImageNet weights for the bodies of classification archs (from the local cache only)
-    normalize:bool=True, # Add `Normalize` with the arch's stats when the data has none and the arch asks for them
+    pretrained:bool=False, # ImageNet (frame bodies) or Kinetics (video models) weights, downloaded into the torch/timm cache on first use; fills in `pretrained_defaults(arch)`
+    normalize:bool=True, # With `pretrained`, add `Normalize` with the weights' stats when the data has none
     **kwargs # `Learner` arguments (`lr`, `cbs`, `opt_func`, `path`, ...) and model arguments for the builder
 ) -> Learner:
     "Build a `Learner` for a sequence task, the task inferred from the targets of `dls`"
@@ -54,6 +60,11 @@ def seq_learner(
     info = arch_info(arch) if isinstance(arch, str) else None
     if task=='classify': kwargs['pretrained'] = pretrained
     elif pretrained: raise ValueError("pretrained=True is for the classification archs: forecasting archs train from scratch.")
+    pre = pretrained_defaults(arch) if pretrained and info is not None else {}
+    builder_args = inspect.signature(info.builder).parameters if info is not None else {}
+    for k,v in pre.items():  # the arch's fine-tuning recipe (body, pooling, lr) fills what the caller left out
+        if k in builder_args: kwargs.setdefault(k, v)
+        elif k=='lr': lrn_kw.setdefault('lr', v)
     model = create_seq_model(arch, dls, **kwargs)
     shape = model_kwargs_from_dls(dls, task)
     if info is not None:
@@ -61,8 +72,11 @@ def seq_learner(
         for k,v in info.defaults.items():
             if k=='cbs': lrn_kw['cbs'] = L(v) + L(lrn_kw.get('cbs'))  # the arch's callbacks (e.g. PhyDNet's constraint) stay
             elif k in _learner_args: lrn_kw.setdefault(k, v)
-        if normalize and info.stats is not None and pretrained and _find_normalize(dls) is None:
-            dls.add_tfms([Normalize.from_stats(*info.stats)], 'after_batch')
+    # the stats of the pretrained weights: a timm/torchvision body's own (`input_stats`), else the registry entry's
+    stats = next((m.input_stats for m in model.modules() if getattr(m, 'input_stats', None) is not None),
+                 getattr(info, 'stats', None))
+    if normalize and stats is not None and pretrained and _find_normalize(dls) is None and len(stats[0])==shape['channels']:
+        dls.add_tfms([Normalize.from_stats(*stats)], 'after_batch')
     if loss_func is None: loss_func = MSELossFlat() if task=='forecast' else CrossEntropyLossFlat()
     if metrics is None: metrics = default_metrics(task, shape.get('n_classes'))
     lrn_kw['cbs'] = L(lrn_kw.get('cbs')) + [ReleaseLossGrad()]
