@@ -522,54 +522,6 @@ def show_batch(x:ImageTuple, y:ImageTuple, samples, ctxs=None, max_n:int=6, nrow
         ctxs[i::2] = [ImageTuple(s[i]).show(ctx=c, max_frames=max_frames, **kwargs) for s,c in zip(samples[:n], ctxs[i::2])]
     return ctxs
 
-def _show_label(o, ctx, **kwargs):
-    "Put a decoded label (a `Category`, a string, a number) on `ctx` as its title"
-    if hasattr(o, 'show') and not isinstance(o, (Tensor, tuple)): o.show(ctx=ctx, **kwargs)
-    else: ctx.set_title(str(o.item() if isinstance(o, Tensor) and o.numel()==1 else o))
-
-@dispatch
-def show_batch(x:ImageTuple, y, samples, ctxs=None, max_n:int=6, nrows=None, ncols=None, figsize=None, max_frames:int=8, **kwargs):
-    "A batch of `ImageTuple`s (tuples of `(B,C,H,W)` frames, as the UCF101 tutorial's pipeline yields): one strip per sample, its label as title"
-    n = min(len(samples), max_n)
-    if ctxs is None: ctxs = _seq_grid(n, 1, max_frames, figsize)
-    for s,c in zip(samples[:n], ctxs):
-        ImageTuple(s[0]).show(ctx=c, max_frames=max_frames, **kwargs)
-        for o in s[1:]: _show_label(o, c)
-    return ctxs
-
-@dispatch
-def show_batch(x:ImageTuple, y:ImageTuple, samples, ctxs=None, max_n:int=6, nrows=None, ncols=None, figsize=None, max_frames:int=10, **kwargs):
-    "Forecasting batches of `ImageTuple`s (the moving_mnist package's): each sample as a row, the input strip then the target strip"
-    n = min(len(samples), max_n)
-    if ctxs is None: ctxs = _seq_grid(n, 2, max_frames, figsize, title='Input / Target')
-    for i in range(2):
-        ctxs[i::2] = [ImageTuple(s[i]).show(ctx=c, max_frames=max_frames, **kwargs) for s,c in zip(samples[:n], ctxs[i::2])]
-    return ctxs
-
-def _show_label(o, ctx, **kwargs):
-    "Put a decoded label (a `Category`, a string, a number) on `ctx` as its title"
-    if hasattr(o, 'show') and not isinstance(o, (Tensor, tuple)): o.show(ctx=ctx, **kwargs)
-    else: ctx.set_title(str(o.item() if isinstance(o, Tensor) and o.numel()==1 else o))
-
-@dispatch
-def show_batch(x:ImageTuple, y, samples, ctxs=None, max_n:int=6, nrows=None, ncols=None, figsize=None, max_frames:int=8, **kwargs):
-    "A batch of `ImageTuple`s (tuples of `(B,C,H,W)` frames, as the UCF101 tutorial's pipeline yields): one strip per sample, its label as title"
-    n = min(len(samples), max_n)
-    if ctxs is None: ctxs = _seq_grid(n, 1, max_frames, figsize)
-    for s,c in zip(samples[:n], ctxs):
-        ImageTuple(s[0]).show(ctx=c, max_frames=max_frames, **kwargs)
-        for o in s[1:]: _show_label(o, c)
-    return ctxs
-
-@dispatch
-def show_batch(x:ImageTuple, y:ImageTuple, samples, ctxs=None, max_n:int=6, nrows=None, ncols=None, figsize=None, max_frames:int=10, **kwargs):
-    "Forecasting batches of `ImageTuple`s (the moving_mnist package's): each sample as a row, the input strip then the target strip"
-    n = min(len(samples), max_n)
-    if ctxs is None: ctxs = _seq_grid(n, 2, max_frames, figsize, title='Input / Target')
-    for i in range(2):
-        ctxs[i::2] = [ImageTuple(s[i]).show(ctx=c, max_frames=max_frames, **kwargs) for s,c in zip(samples[:n], ctxs[i::2])]
-    return ctxs
-
 @dispatch
 def show_batch(x:ImageSeq, y:ImageSeq, samples, ctxs=None, max_n:int=6, nrows=None, ncols=None, figsize=None, max_frames:int=10, **kwargs):
     "Each sample as a row: the input strip, then the target strip"
