@@ -9,7 +9,7 @@ import numpy as np, torch
 from numpy.lib.stride_tricks import as_strided
 from PIL import Image
 from torch import Tensor
-from fastcore.basics import store_attr, listify
+from fastcore.basics import store_attr, listify, patch
 from fastcore.meta import delegates
 from fasttransform import Transform
 from fastai.data.core import Datasets, TfmdDL, DataLoaders
@@ -19,7 +19,7 @@ from .data import IntToFloatSeq
 
 __all__ = ['DigitsError', 'load_mnist_digits', 'load_mnist', 'embedded_digits', 'MovingMNIST', 'ImageTupleTransform',
            'MovingMNISTFrames', 'MovingMNISTDL',
-           'moving_mnist_dls', 'MOTIONS', 'make_moving_videos']
+           'moving_mnist_dls', 'MOTIONS', 'make_moving_videos', 'load_moving_mnist', 'MovingMNISTFile', 'moving_mnist_test_dl']
 
 class DigitsError(SeqError):
     "A digit source that cannot be read: the message names the file and lists the accepted formats"
@@ -513,11 +513,142 @@ def moving_mnist_dls(
     size:int=64, # Height and width of the frames
     device=None, # Device of the batches
     speed:float=None, # Pixels per frame (default: as in the original generator)
+    test:str|Path=None, # A Moving MNIST file (e.g. `mnist_test_seq.npy`): its `n_in -> n_out` split becomes `dls[2]` (`dls.test`)
     **kwargs
 ) -> DataLoaders:
     "Moving MNIST `DataLoaders` of `(ImageSeq (B,n_in,1,H,W), ImageSeq (B,n_out,1,H,W))` float batches in [0,1]"
     mm = MovingMNIST(digits, n_in=n_in, n_out=n_out, n_digits=n_digits, size=size, seed=seed, speed=speed)
-    return mm.dataloaders(n_train, n_valid, bs=bs, device=device, **kwargs)
+    dls = mm.dataloaders(n_train, n_valid, bs=bs, device=device, **kwargs)
+    if test is not None:   # scored only, never used for model selection: the validation set is the generator's own
+        dls.loaders.append(mm.test_dl(test, bs=bs, device=dls.device))
+        dls.test = dls.loaders[2]
+    return dls
+
+# ------------------------------------------------------------------------------------------------ the standard test file
+# `mnist_test_seq.npy` (Srivastava et al. 2015; every Moving MNIST table of the literature, OpenSTL's included, is scored
+# on it): 10,000 sequences of 20 frames of 64x64 uint8, stored time-major as `(20, 10000, 64, 64)`; the first 10 frames
+# are the input, the last 10 the target. Some forks save it sequence-major, `(10000, 20, 64, 64)`.
+#
+# How our generator relates to Srivastava et al.'s (`data_handler.py` of the unsupervised-videos code) and to the fastai
+# tutorial's: all three draw the start position uniformly in the room the 28x28 digit leaves (36 px in 64x64) and
+# combine overlapping digits with max. Srivastava et al. draw a direction theta uniform in [0, 2pi) and move by 0.1 of the
+# travel (3.6 px) a frame, as ours does; they step once before the first frame, clamp a digit that crosses an edge onto
+# the edge (dropping the overshoot) and truncate positions to integers, where ours reflects the overshoot (a closed-form
+# triangle wave) and rounds. The statistics of the frames (speed, direction, bounce rate) are the same; the sequences
+# for a given random draw are not identical pixel for pixel. The tutorial's generator draws each velocity component
+# uniform in [0,1) (so digits only start moving down-right) and steps by 0.2 of the travel: up to 7.2 px a frame along
+# each axis, twice the standard speed, which makes its sequences a different (harder) task.
+
+_MM_HELP = ("Moving MNIST files are uint8 arrays of shape (20, N, 64, 64) (the standard mnist_test_seq.npy, time-major) or "
+            "(N, 20, 64, 64) (sequence-major); write one with MovingMNIST(...).to_npy(fn, n).")
+
+def _mm_layout(a:np.ndarray, fn, layout:str) -> str:
+    "'TN' (time-major) or 'NT' (sequence-major) for the 4-D array `a`; 'auto' tells them apart by shape, else by motion"
+    if layout in ('TN', 'NT'): return layout
+    if layout!='auto': raise ValueError(f"layout must be 'auto', 'TN' (time-major, the standard file) or 'NT', got {layout!r}")
+    a0,a1 = a.shape[:2]
+    if a0==20 and a1!=20: return 'TN'
+    if a1==20 and a0!=20: return 'NT'
+    if a1==1 and a0>1: return 'TN'
+    if a0==1 and a1>1: return 'NT'
+    # frames of one sequence differ little, frames of different sequences a lot: the time axis is the one of small changes
+    s = np.asarray(a[:min(a0, 8), :min(a1, 8)], dtype=np.float32)
+    d0,d1 = np.abs(np.diff(s, axis=0)).mean(), np.abs(np.diff(s, axis=1)).mean()
+    return 'TN' if d0<=d1 else 'NT'
+
+def load_moving_mnist(
+    fn:str|Path, # A `.npy` of Moving MNIST sequences: the standard `mnist_test_seq.npy` `(20,N,64,64)`, or `(N,20,64,64)`
+    layout:str='auto', # 'TN': time-major (the standard file), 'NT': sequence-major, 'auto': tell them apart
+    mmap:bool=True, # Memory-map the file instead of reading it (the standard file is 820 MB)
+) -> np.ndarray:
+    "Moving MNIST sequences from a `.npy` file as a uint8 `(N,T,H,W)` array (a view: the file is memory-mapped)"
+    fn = Path(fn).expanduser()
+    if not fn.is_file(): raise FileNotFoundError(f"{fn}: no such file. {_MM_HELP}")
+    try: a = np.load(fn, mmap_mode='r' if mmap else None, allow_pickle=False)
+    except Exception as e: raise DigitsError(f"{fn}: cannot load it with numpy ({type(e).__name__}: {e}). {_MM_HELP}") from e
+    if not isinstance(a, np.ndarray): raise DigitsError(f"{fn}: an .npz archive, not a single array. {_MM_HELP}")
+    if a.ndim==5 and 1 in a.shape[2:3]+a.shape[4:]:
+        raise DigitsError(f"{fn}: shape {a.shape} has a channel axis; save the frames without it, e.g. "
+                          f"np.save(fn, a.squeeze({2 if a.shape[2]==1 else 4})). {_MM_HELP}")
+    if a.ndim!=4 or 0 in a.shape: raise DigitsError(f"{fn}: an array of shape {a.shape}, not (T,N,H,W) or (N,T,H,W). {_MM_HELP}")
+    if a.dtype!=np.uint8:
+        hint = (" Floats in [0,1]: save (a*255).round().astype(np.uint8)." if np.issubdtype(a.dtype, np.floating) else
+                " Save a.astype(np.uint8) if its values are gray levels in [0,255].")
+        raise DigitsError(f"{fn}: dtype {a.dtype}, expected uint8.{hint} {_MM_HELP}")
+    return a.transpose(1, 0, 2, 3) if _mm_layout(a, fn, layout)=='TN' else a
+
+@patch
+def to_npy(self:MovingMNIST,
+    fn:str|Path, # The `.npy` file to write
+    n:int=10_000, # Number of sequences
+    layout:str='TN', # 'TN': time-major `(T,n,H,W)` like `mnist_test_seq.npy`; 'NT': `(n,T,H,W)`
+) -> Path:
+    "Write `n` sequences of `n_in+n_out` frames in the layout of the standard `mnist_test_seq.npy`: a test set apart from training and validation"
+    if layout not in ('TN', 'NT'): raise ValueError(f"layout must be 'TN' (the standard file) or 'NT', got {layout!r}")
+    if n<1: raise ValueError(f"n must be >= 1, got {n}")
+    fn = Path(fn).expanduser()
+    fn.parent.mkdir(parents=True, exist_ok=True)
+    T,S = self.n_frames, self.size
+    out = np.lib.format.open_memmap(fn, mode='w+', dtype=np.uint8, shape=(T, n, S, S) if layout=='TN' else (n, T, S, S))
+    for c in range(-(-n//self.chunk)):   # split 2: a random stream of its own, disjoint from training (0) and validation (1)
+        s = self._gen_chunk(2, 0, c)[:n-c*self.chunk]
+        if layout=='TN': out[:, c*self.chunk:c*self.chunk+len(s)] = s.transpose(1, 0, 2, 3)
+        else: out[c*self.chunk:c*self.chunk+len(s)] = s
+    out.flush(); del out
+    return fn
+
+class MovingMNISTFile(Transform):
+    "Item `i` of a Moving MNIST file -> its first `n_in` frames (`part='x'`) or the `n_out` after them (`part='y'`), uint8 `ImageSeq` `(T,1,H,W)`"
+    def __init__(self,
+        fn:str|Path, # The file, as for `load_moving_mnist`
+        n_in:int=10, # Input frames
+        n_out:int=10, # Target frames after them
+        part:str='x', # 'x' or 'y'
+        layout:str='auto', # As for `load_moving_mnist`
+    ):
+        super().__init__()
+        if part not in ('x', 'y'): raise ValueError(f"part must be 'x' or 'y', got {part!r}")
+        store_attr()
+        self.fn,self._a = Path(fn),None
+        T = self.seqs.shape[1]
+        if n_in<1 or n_out<1 or n_in+n_out>T:
+            raise ValueError(f"{fn}: sequences of {T} frames cannot give n_in={n_in} input and n_out={n_out} target frames "
+                             f"(the standard split is 10 -> 10 of 20).")
+    @property
+    def seqs(self) -> np.ndarray:
+        "The `(N,T,H,W)` sequences of the file (memory-mapped on first use)"
+        if self._a is None: self._a = load_moving_mnist(self.fn, self.layout)
+        return self._a
+    def __getstate__(self): return {**self.__dict__, '_a': None}   # pickles the file name, never the data
+    def encodes(self, i:int|np.integer):
+        s = self.seqs[int(i)]
+        s = s[:self.n_in] if self.part=='x' else s[self.n_in:self.n_in+self.n_out]
+        return ImageSeq(torch.from_numpy(np.array(s)[:, None]))   # a copy: the memory map is read-only
+
+def moving_mnist_test_dl(
+    fn:str|Path, # The standard `mnist_test_seq.npy` or a file written by `MovingMNIST.to_npy`
+    n_in:int=10, # Input frames of each sequence
+    n_out:int=10, # Target frames after them
+    bs:int=16, # Batch size
+    n:int=None, # Score only the first `n` sequences; None: all
+    layout:str='auto', # As for `load_moving_mnist`
+    device=None, # Device of the batches
+    **kwargs
+) -> TfmdDL:
+    "A `DataLoader` of the `n_in -> n_out` split of a Moving MNIST file, in order: for `learn.forecast_report(dl)` and `get_preds`"
+    fx = MovingMNISTFile(fn, n_in, n_out, 'x', layout)
+    N = len(fx.seqs) if n is None else min(int(n), len(fx.seqs))
+    dsets = Datasets(list(range(N)), tfms=[[fx], [MovingMNISTFile(fn, n_in, n_out, 'y', layout)]], n_inp=1)
+    return TfmdDL(dsets, bs=bs, shuffle=False, drop_last=False, after_batch=[IntToFloatSeq()], device=device, **kwargs)
+
+@patch
+def test_dl(self:MovingMNIST,
+    fn:str|Path, # A Moving MNIST file (`mnist_test_seq.npy` or one written by `to_npy`)
+    bs:int=16, # Batch size
+    **kwargs # `moving_mnist_test_dl` arguments (`n`, `layout`, `device`, ...)
+) -> TfmdDL:
+    "A `DataLoader` of `fn` split as this generator's `n_in -> n_out`"
+    return moving_mnist_test_dl(fn, self.n_in, self.n_out, bs=bs, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------------------- motion videos

@@ -15,13 +15,20 @@ from fastai.learner import Learner
 from fastai.callback.core import Callback
 from fastai.data.transforms import Normalize
 from fastai.vision.data import get_grid
+from fastai.distributed import DistributedDL
+from fastai.callback.core import CancelFitException
+from fastai.torch_core import find_bs
+from fastai.torch_core import Module
+from torch import nn
+from pathlib import Path
 from .core import ImageSeq, ImageTuple
 from .data import LoadFrames, show_batch
 from .metrics import MSE, MAE, SSIM, PSNR, TopKAccuracy
+from .metrics import frame_ssim, get_norm_stats, _as_seq, _stat, _targ_normalised
 from .registry import arch_info, infer_task, create_seq_model, model_kwargs_from_dls, list_archs
 
 __all__ = ['seq_learner', 'pretrained_defaults', 'ReleaseLossGrad', 'default_metrics', 'ClipEvaluation', 'aggregate_clips', 'show_results',
-           'plot_top_losses']
+           'plot_top_losses', 'ForecastReport', 'Rollout', 'TimeBudget']
 
 _learner_args = set(inspect.signature(Learner.__init__).parameters) - {'self', 'dls', 'model'}
 
@@ -222,3 +229,180 @@ def evaluate_clips(self:Learner,
     finally: tfm.clip = old
     # `clip_probs` holds every view, clip-major: clip k, crop c is row k*n_crops+c
     return aggregate_clips(torch.stack(all_probs), targs)
+
+# ------------------------------------------------------------------------------------------------------ forecasting
+_REPORT_COLS = ('mse', 'mae', 'ssim', 'psnr')
+
+def _frame_scores(p:Tensor, t:Tensor) -> Tensor:
+    "`(B,T,4)` scores of each frame: MSE and MAE summed over its pixels (unclipped), SSIM and PSNR of the prediction clipped to [0,1]"
+    pc = p.clamp(0, 1)
+    d = p-t
+    mse,mae = d.pow(2).flatten(2).sum(2),d.abs().flatten(2).sum(2)
+    psnr = -10*torch.log10((pc-t).pow(2).flatten(2).mean(2).clamp_min(1e-10))
+    ss = frame_ssim(pc.flatten(0, 1), t.flatten(0, 1)).view(p.shape[:2])
+    return torch.stack([mse, mae, ss, psnr], -1)
+
+class _ReportCallback(Callback):
+    "Sum the per-frame scores of the predictions (and of the blank and copy-last baselines) over the sequences of a `validate`"
+    order = 90
+    def __init__(self, baselines:bool): self.do_base,self.sums,self.n = baselines,{},0
+    def after_batch(self):
+        if self.training: return
+        dl = self.learn.dl
+        if isinstance(dl, DistributedDL): dl = dl.dl
+        mean,std = get_norm_stats(dl)
+        undo = lambda o: o if mean is None else o*_stat(std, o) + _stat(mean, o)
+        p,t = _as_seq(self.learn.pred, 'pred'),_as_seq(self.learn.y, 'targ').to(_as_seq(self.learn.pred, 'pred').device)
+        if p.shape!=t.shape: raise ValueError(f"forecast_report: predictions {tuple(p.shape)} and targets {tuple(t.shape)} differ in shape")
+        if _targ_normalised(dl): p,t = undo(p),undo(t)
+        preds = {'model': p}
+        if self.do_base:
+            x = undo(_as_seq(self.learn.xb[0], 'input').to(p.device))
+            preds['copy last'] = x[:, -1:].expand_as(t)
+            preds['blank'] = torch.zeros_like(t)
+        with torch.no_grad():
+            for k,v in preds.items():
+                s = _frame_scores(v.float(), t.float()).sum(0).double().cpu()
+                self.sums[k] = s if k not in self.sums else self.sums[k]+s
+        self.n += len(t)
+
+class ForecastReport:
+    "Forecasting scores as the literature reports them: overall and per horizon step, with the blank and copy-last baselines"
+    # `mse`/`mae`: the error summed over the C*H*W values of a frame on the [0,1] scale (OpenSTL's MSE/MAE, the numbers of
+    # the Moving MNIST tables), `ssim` (Gaussian window 11, sigma 1.5, data range 1) and `psnr` (peak 1) of each frame,
+    # each averaged over the sequences; `overall` is the mean over the horizon steps.
+    def __init__(self, sums:dict, n:int):
+        import pandas as pd
+        self.n = n
+        idx = pd.RangeIndex(1, len(sums['model'])+1, name='step')
+        self.steps = {k: pd.DataFrame((v/n).numpy(), index=idx, columns=list(_REPORT_COLS)) for k,v in sums.items()}
+    @property
+    def per_step(self):
+        "The model's scores at each horizon step (a `DataFrame`, steps from 1)"
+        return self.steps['model']
+    @property
+    def overall(self) -> dict:
+        "The model's scores averaged over the horizon"
+        return self.per_step.mean().to_dict()
+    @property
+    def baselines(self) -> dict:
+        "`{'copy last': DataFrame, 'blank': DataFrame}` per step (empty without `baselines=True`)"
+        return {k:v for k,v in self.steps.items() if k!='model'}
+    def table(self):
+        "Overall scores of the model and the baselines as rows, with the MSE as a fraction of the blank frames'"
+        import pandas as pd
+        t = pd.DataFrame({k: v.mean() for k,v in self.steps.items()}).T
+        if 'blank' in self.steps: t['mse x blank'] = t['mse']/t.loc['blank', 'mse']
+        return t
+    def plot(self,
+        fn:str|Path=None, # Save the figure there
+        title:str='Error against horizon',
+    ):
+        "MSE per frame and SSIM against the horizon step, the baselines dashed; the figure"
+        fig,axs = plt.subplots(1, 2, figsize=(10, 3.6))
+        for k,v in self.steps.items():
+            for ax,c in zip(axs, ('mse', 'ssim')):
+                ax.plot(v.index, v[c], 'o-' if k=='model' else '--', label=k, ms=3)
+        for ax,c in zip(axs, ('MSE per frame (sum over pixels, [0,1])', 'SSIM (data range 1)')):
+            ax.set_xlabel('horizon step (frames ahead)'); ax.set_ylabel(c); ax.grid(alpha=.3)
+        axs[0].legend(); fig.suptitle(f'{title} ({self.n} sequences)'); fig.tight_layout()
+        if fn is not None: fig.savefig(fn, dpi=100, bbox_inches='tight')
+        return fig
+    def __repr__(self):
+        import pandas as pd
+        with pd.option_context('display.float_format', '{:.4g}'.format, 'display.width', 120):
+            return (f"ForecastReport: {self.n} sequences, {len(self.per_step)} steps\n{self.table()}\n\n"
+                    f"per step (model):\n{self.per_step.T}")
+
+@patch
+def forecast_report(self:Learner,
+    dl=None, # A `DataLoader` with targets (e.g. `moving_mnist_test_dl(fn)`, `dls[2]`); default the validation set
+    baselines:bool=True, # Also score predicting blank frames and copying the last input frame
+    plot:str|Path=None, # Write the plot of error against horizon there
+) -> ForecastReport:
+    "MSE/MAE per frame, SSIM and PSNR of the forecasts of `dl`, overall and per horizon step (as OpenSTL reports them)"
+    dl = self.dls.valid if dl is None else dl
+    cb = _ReportCallback(baselines)
+    old = self.metrics
+    self.metrics = []   # the report computes its own numbers
+    try:
+        with self.no_bar(), self.no_logging(): self.validate(dl=dl, cbs=[cb])
+    finally: self.metrics = old
+    if not cb.n: raise ValueError("forecast_report: the DataLoader gave no batches.")
+    rep = ForecastReport(cb.sums, cb.n)
+    if plot is not None: plt.close(rep.plot(plot))
+    return rep
+
+def _to_seq5(o) -> tuple:
+    "`(tensor (B,T,...), was_list)` from a 5-D tensor or a list/tuple of frame batches"
+    if isinstance(o, (list, tuple)): return torch.stack(list(o), dim=1), True
+    return o, False
+
+class Rollout(Module):
+    "Roll `model` (trained to predict `k` frames from `n_in`) forward autoregressively to `n_out` frames, feeding its predictions back"
+    def __init__(self,
+        model:nn.Module, # A forecasting model `(B,n_in,C,H,W) -> (B,k,C,H,W)` (or lists of frames)
+        n_out:int, # Frames to predict in all
+    ):
+        if n_out<1: raise ValueError(f"n_out must be >= 1, got {n_out}")
+        self.model,self.n_out = model,n_out
+    def forward(self, x, *args, **kwargs):
+        x5,as_list = _to_seq5(x)
+        n_in,outs,got = x5.shape[1],[],0
+        inp = x   # the first call sees exactly what a plain call sees
+        while got<self.n_out:
+            y,_ = _to_seq5(self.model(inp, *args, **kwargs) if not outs else self.model(inp))
+            if y.shape[1]<1: raise ValueError("Rollout: the model predicted no frames.")
+            outs.append(y); got += y.shape[1]
+            if got>=self.n_out: break
+            hist = torch.cat([x5.as_subclass(Tensor), *[o.as_subclass(Tensor) for o in outs]], dim=1)[:, -n_in:]
+            inp = list(hist.unbind(1)) if as_list else hist
+        y = torch.cat([o.as_subclass(Tensor) for o in outs], dim=1)[:, :self.n_out]
+        return list(y.unbind(1)) if as_list else y
+
+_fastai_predict = Learner.predict
+
+@patch
+def predict(self:Learner, item, rm_type_tfms=None, with_input=False,
+    n_out:int=None, # Forecasting: the number of frames to predict, rolling the model forward past the horizon it was trained for
+):
+    "fastai's `Learner.predict`; with `n_out` a forecasting model is rolled forward autoregressively to `n_out` frames"
+    if n_out is None: return _fastai_predict(self, item, rm_type_tfms=rm_type_tfms, with_input=with_input)
+    if getattr(self, 'task', 'forecast')!='forecast': raise ValueError("predict(n_out=...) is for forecasting learners.")
+    model = self.model
+    self.model = Rollout(model, n_out)
+    try: return _fastai_predict(self, item, rm_type_tfms=rm_type_tfms, with_input=with_input)
+    finally: self.model = model
+
+@patch
+def forecast(self:Learner,
+    x:Tensor, # Input frames `(B,n_in,C,H,W)` or one sequence `(n_in,C,H,W)`, as the model takes them (normalised if the data is)
+    n_steps:int, # Frames to predict; more than the model was trained for rolls it forward on its own predictions
+) -> Tensor:
+    "The model's forecast of `n_steps` frames after `x`: `(B,n_steps,C,H,W)` (or `(n_steps,C,H,W)` for one sequence)"
+    one = isinstance(x, Tensor) and x.ndim==4
+    xb = x[None] if one else x
+    dev = next(self.model.parameters()).device
+    xb = xb.to(dev) if isinstance(xb, Tensor) else [o.to(dev) for o in xb]
+    was = self.model.training
+    self.model.eval()
+    try:
+        with torch.no_grad(): y,_ = _to_seq5(Rollout(self.model, n_steps)(xb))
+    finally: self.model.train(was)
+    return y[0] if one else y
+
+class TimeBudget(Callback):
+    "Train for `budget` seconds: the one-cycle schedule's progress is the time spent, so the learning rate anneals exactly on time"
+    order = 55  # before `ParamScheduler` (60) reads `pct_train`
+    def __init__(self,
+        budget:float, # Training seconds (validation included)
+    ): self.budget = budget
+    def before_fit(self):
+        import time
+        self.t0,self.n,self._clock = time.perf_counter(),0,time.perf_counter
+    def before_batch(self):
+        if self.training: self.learn.pct_train = min((self._clock()-self.t0)/self.budget, 1.)
+    def after_batch(self):
+        if not self.training: return
+        self.n += find_bs(self.learn.yb)
+        if self._clock()-self.t0 > self.budget: raise CancelFitException()

@@ -1,0 +1,146 @@
+"The standard Moving MNIST file (`load_moving_mnist`, `to_npy`, the test loader), `forecast_report` against scikit-image, rollout"
+import numpy as np, pytest, torch
+from torch import nn
+from fastai.learner import Learner
+from fastai.losses import MSELossFlat
+from fastai_seq.core import ImageSeq
+from fastai_seq.datasets import MovingMNIST, load_moving_mnist, moving_mnist_test_dl, moving_mnist_dls, DigitsError
+from fastai_seq.learner import seq_learner, ForecastReport, Rollout
+from fastai_seq.registry import list_archs, arch_info
+
+N_IN,N_OUT,SIZE = 4,3,32
+
+@pytest.fixture(autouse=True, scope='module')
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+@pytest.fixture(scope='module')
+def mm(): return MovingMNIST(n_in=N_IN, n_out=N_OUT, size=SIZE, seed=3, chunk=16)
+
+@pytest.fixture(scope='module')
+def npy(mm, tmp_path_factory):
+    return mm.to_npy(tmp_path_factory.mktemp('mm')/'mnist_test_seq.npy', 40)
+
+# ------------------------------------------------------------------------------------------------------- the test file
+def test_to_npy_reads_back_in_both_layouts(mm, npy, tmp_path):
+    raw = np.load(npy)
+    assert raw.shape==(N_IN+N_OUT, 40, SIZE, SIZE) and raw.dtype==np.uint8   # time-major, like mnist_test_seq.npy
+    a = load_moving_mnist(npy)
+    assert a.shape==(40, N_IN+N_OUT, SIZE, SIZE) and (a==raw.transpose(1, 0, 2, 3)).all()
+    assert (a[:, 0].reshape(40, -1).max(1)>0).all()   # digits in every first frame
+    nt = mm.to_npy(tmp_path/'nt.npy', 40, layout='NT')
+    assert np.load(nt).shape==(40, N_IN+N_OUT, SIZE, SIZE) and (load_moving_mnist(nt)==a).all()
+    # the same sequences for the same seed, and none of them from the validation set
+    assert (load_moving_mnist(mm.to_npy(tmp_path/'again.npy', 40))==a).all()
+    v = mm.valid_set(40)
+    assert not any((v==s).all((1, 2, 3)).any() for s in a)
+    # a square (T==N) file is told apart by its motion
+    sq = MovingMNIST(n_in=4, n_out=3, size=SIZE, seed=1)
+    f1,f2 = sq.to_npy(tmp_path/'sq_tn.npy', 7), sq.to_npy(tmp_path/'sq_nt.npy', 7, layout='NT')
+    assert (load_moving_mnist(f1)==load_moving_mnist(f2)).all()
+    assert (load_moving_mnist(f1, layout='TN')==np.load(f1).transpose(1, 0, 2, 3)).all()
+
+def test_bad_files_get_clear_errors(tmp_path):
+    fn = tmp_path/'f.npy'
+    np.save(fn, np.zeros((20, 3, 64, 64), np.float32))
+    with pytest.raises(DigitsError, match=r'f\.npy: dtype float32, expected uint8.*255'): load_moving_mnist(fn)
+    np.save(fn, np.zeros((20, 64, 64), np.uint8))
+    with pytest.raises(DigitsError, match=r'f\.npy: an array of shape \(20, 64, 64\), not \(T,N,H,W\)'): load_moving_mnist(fn)
+    np.save(fn, np.zeros((20, 3, 1, 64, 64), np.uint8))
+    with pytest.raises(DigitsError, match='channel axis.*squeeze'): load_moving_mnist(fn)
+    fn.write_bytes(b'not numpy')
+    with pytest.raises(DigitsError, match='cannot load'): load_moving_mnist(fn)
+    with pytest.raises(FileNotFoundError, match='to_npy'): load_moving_mnist(tmp_path/'missing.npy')
+    with pytest.raises(ValueError, match='layout'): MovingMNIST(size=32).to_npy(tmp_path/'x.npy', 2, layout='TNX')
+    np.save(fn, np.zeros((7, 2, 32, 32), np.uint8))
+    with pytest.raises(ValueError, match='10 -> 10 of 20'): moving_mnist_test_dl(fn, 5, 5)
+
+def test_test_loader_is_the_file_in_order(npy):
+    a = load_moving_mnist(npy)
+    dl = moving_mnist_test_dl(npy, N_IN, N_OUT, bs=16)
+    xs,ys = zip(*[(x, y) for x,y in dl])
+    x,y = torch.cat(xs),torch.cat(ys)
+    assert isinstance(x, ImageSeq) and x.shape==(40, N_IN, 1, SIZE, SIZE) and y.shape==(40, N_OUT, 1, SIZE, SIZE)
+    assert torch.equal(x[:, :, 0], torch.from_numpy(a[:, :N_IN].copy()).float()/255)
+    assert torch.equal(y[:, :, 0], torch.from_numpy(a[:, N_IN:].copy()).float()/255)
+    dls = moving_mnist_dls(N_IN, N_OUT, n_train=16, n_valid=16, size=SIZE, test=npy)
+    assert dls.test is dls[2] and len(dls[2].dataset)==40
+
+# ------------------------------------------------------------------------------------------------------------ the report
+def _noisy_convgru(dls):
+    learn = seq_learner(dls, 'convgru', szs=(8, 16), stem=(8,))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in learn.model.parameters(): p.add_(torch.randn_like(p)*0.05)   # away from the blank-frame init
+        learn.model.head.module[-1][0].bias.fill_(0.2)
+    return learn
+
+def _reference(pred:np.ndarray, targ:np.ndarray) -> np.ndarray:
+    "Per-step (mse, mae, ssim, psnr) with scikit-image, frame by frame: `pred`, `targ` `(N,T,H,W)` in [0,1]"
+    skm = pytest.importorskip('skimage.metrics', reason='scikit-image (the dev extra) cross-checks the report')
+    res = np.zeros((pred.shape[1], 4))
+    for p,t in zip(pred.astype(np.float64), targ.astype(np.float64)):
+        for j,(pf,tf) in enumerate(zip(p, t)):
+            pc = pf.clip(0, 1)
+            res[j] += [((pf-tf)**2).sum(), np.abs(pf-tf).sum(),
+                       skm.structural_similarity(tf, pc, data_range=1, gaussian_weights=True, sigma=1.5, use_sample_covariance=False),
+                       100. if (pc==tf).all() else skm.peak_signal_noise_ratio(tf, pc, data_range=1)]   # perfect: 100 dB
+    return res/len(pred)
+
+def test_report_matches_scikit_image_on_the_test_file(npy, tmp_path):
+    dls = moving_mnist_dls(N_IN, N_OUT, n_train=16, n_valid=16, size=SIZE, bs=8, test=npy)
+    learn = _noisy_convgru(dls)
+    rep = learn.forecast_report(dls.test, plot=tmp_path/'horizon.png')
+    assert isinstance(rep, ForecastReport) and rep.n==40 and list(rep.per_step.index)==[1, 2, 3]
+    # the independent computation: the raw file, the model called directly, scikit-image's metrics
+    a = np.load(npy).transpose(1, 0, 2, 3).astype(np.float32)/255
+    learn.model.eval()
+    with torch.no_grad(): pred = learn.model(torch.from_numpy(a[:, :N_IN, None]))[:, :, 0].numpy()
+    assert ((pred<0)|(pred>1)).mean()>0.005   # some clipping happens: ssim/psnr clip, mse/mae do not
+    ref = _reference(pred, a[:, N_IN:])
+    np.testing.assert_allclose(rep.per_step.values, ref, rtol=2e-4)
+    np.testing.assert_allclose(list(rep.overall.values()), ref.mean(0), rtol=2e-4)
+    assert list(rep.overall)==['mse', 'mae', 'ssim', 'psnr']
+    # the baselines, from their definitions
+    t = a[:, N_IN:]
+    np.testing.assert_allclose(rep.baselines['blank']['mse'].values, (t**2).sum((2, 3)).mean(0), rtol=1e-5)
+    np.testing.assert_allclose(rep.baselines['copy last'].values, _reference(np.repeat(a[:, N_IN-1:N_IN], N_OUT, 1), t), rtol=2e-4)
+    tab = rep.table()
+    assert list(tab.index)==['model', 'copy last', 'blank'] and tab.loc['blank', 'mse x blank']==1
+    assert (tmp_path/'horizon.png').stat().st_size>5000
+    assert 'per step' in repr(rep) and 'copy last' in repr(rep)
+    # the default is the validation set; the learner's metrics are left as they were
+    assert learn.forecast_report(baselines=False).n==16 and not learn.forecast_report(baselines=False).baselines
+    assert [m.name for m in learn.metrics]==['mse', 'mae', 'ssim', 'psnr']
+
+# ---------------------------------------------------------------------------------------------------------------- rollout
+@pytest.mark.parametrize('arch', list_archs(task='forecast'))
+def test_rollout_every_arch(arch):
+    torch.manual_seed(0)
+    m = arch_info(arch).builder(n_in=N_IN, n_out=N_OUT, channels=1, size=(16, 16)).eval()
+    with torch.no_grad():
+        for p in m.parameters(): p.add_(torch.randn_like(p)*1e-2)
+        x = torch.rand(2, N_IN, 1, 16, 16)
+        y = m(x)
+        r = Rollout(m, 2*N_OUT)(x)
+        assert r.shape==(2, 2*N_OUT, 1, 16, 16) and torch.isfinite(r).all()
+        assert torch.equal(r[:, :N_OUT], y)
+        # the next frames are the model's forecast from the last n_in frames, its own predictions included
+        assert torch.allclose(r[:, N_OUT:], m(torch.cat([x, y], 1)[:, -N_IN:]), atol=1e-6)
+        assert Rollout(m, N_OUT-1)(x).shape[1]==N_OUT-1
+
+def test_predict_n_out_and_forecast(mm):
+    dls = moving_mnist_dls(N_IN, N_OUT, n_train=16, n_valid=16, size=SIZE, bs=8)
+    learn = _noisy_convgru(dls)
+    item = torch.from_numpy(mm.valid_set(1)[0, :N_IN])
+    dec,pred,raw = learn.predict(item)
+    dec2,pred2,raw2 = learn.predict(item, n_out=2*N_OUT)
+    assert pred2.shape==(2*N_OUT, 1, SIZE, SIZE) and torch.equal(pred2[:N_OUT], pred)
+    assert isinstance(dec2, ImageSeq) and dec2.shape==pred2.shape
+    assert learn.model.__class__.__name__=='ConvGRUNet'   # the rollout wrapper is gone again
+    f = learn.forecast(item.float()[:, None]/255, 2*N_OUT)
+    assert f.shape==(2*N_OUT, 1, SIZE, SIZE) and torch.allclose(f, pred2, atol=1e-6)
+    assert learn.forecast(torch.stack([item.float()[:, None]/255]*2), 5).shape==(2, 5, 1, SIZE, SIZE)
