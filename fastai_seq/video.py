@@ -314,6 +314,13 @@ def _set_threads(s, threads):
     if n > 1: cc.thread_type, cc.thread_count = 'AUTO', n
     else: cc.thread_count = 1
 
+class _Scaler:
+    "A reusable `VideoReformatter` that also scales frames to `size` `(w,h)` in the colour conversion (FFmpeg's swscale)"
+    def __init__(self, size=None): self.r, self.size = VideoReformatter(), size
+    def reformat(self, f, format):
+        if self.size is None: return self.r.reformat(f, format=format)
+        return self.r.reformat(f, format=format, width=self.size[0], height=self.size[1], interpolation='BILINEAR')
+
 def _to_array(f, format, r=None):
     "Frame `f` as a uint8 `(H,W,C)` array, converted by `VideoReformatter` `r` (reusing one is faster, same pixels)"
     a = r.reformat(f, format=format).to_ndarray() if r is not None else f.to_ndarray(format=format)
@@ -383,13 +390,13 @@ def _dts_run(c, s, ix, key, idxs, format, seek, r=None):
             i += 1
     raise _Mismatch('end of file before the last wanted frame')
 
-def _seek_frames(fn, ix, wanted, threads, format):
+def _seek_frames(fn, ix, wanted, threads, format, scale=None):
     "Yield `(i, array)` for sorted `wanted`, seeking to the keyframe before each group of frames"
     n_thr = _default_threads() if threads is None else max(1, int(threads))
     with _open(fn) as c:
         s = _vstream(c, fn)
         _set_threads(s, n_thr)
-        fresh, r = True, VideoReformatter()
+        fresh, r = True, _Scaler(scale)
         for key, idxs in _plan(ix, wanted, n_thr):
             while True:
                 try:
@@ -401,9 +408,9 @@ def _seek_frames(fn, ix, wanted, threads, format):
                     key, fresh = ix.key_before(key-1), False
             fresh = False
 
-def _seq_frames(fn, wanted, threads, format):
+def _seq_frames(fn, wanted, threads, format, scale=None):
     "Yield `(i, array)` for sorted `wanted` by decoding from the start, frame index = decode order"
-    want, last, i, r = set(wanted), wanted[-1], 0, VideoReformatter()
+    want, last, i, r = set(wanted), wanted[-1], 0, _Scaler(scale)
     with _open(fn) as c:
         s = _vstream(c, fn)
         _set_threads(s, threads)
@@ -430,23 +437,52 @@ def _check_idxs(fn, ix, idxs):
                                  f"(valid indices 0..{ix.n_frames-1})", "Sample indices below `video_info(fn).n_frames`")
     return idxs
 
-def _iter_frames(fn, wanted, threads=None, format='rgb24', rotate=True):
+def _iter_frames(fn, wanted, threads=None, format='rgb24', rotate=True, resize=None):
     "Yield `(i, array)` for the sorted, unique frame indices `wanted` of `fn`, pixel-identical to a full decode"
     if not len(wanted): return
     ix, done = _index(fn), set()
     k = _turns(ix) if rotate else 0
+    scale, fit = (None, None) if resize is None else _resize_plan(ix.info(rotate), *resize)
+    if scale is not None and k % 2: scale = scale[::-1]  # the decoder scales the frame as stored, before it is turned
+    def out(a): return _upright(a, k) if fit is None else fit(_upright(a, k))
     if ix.seekable:
         try:
-            for i, a in _seek_frames(fn, ix, wanted, threads, format):
+            for i, a in _seek_frames(fn, ix, wanted, threads, format, scale):
                 done.add(i)
-                yield i, _upright(a, k)
+                yield i, out(a)
             return
         except (_Mismatch, av.error.FFmpegError):
             # the packets mislead us about this file (or seeking broke it): from now on count and decode it from the start
             ix = _index(fn, force_decode=True)
             _check_idxs(fn, ix, wanted)
     rest = [w for w in wanted if w not in done]
-    if rest: yield from ((i, _upright(a, k)) for i, a in _seq_frames(fn, rest, threads, format))
+    if rest: yield from ((i, out(a)) for i, a in _seq_frames(fn, rest, threads, format, scale))
+
+_PAD = {'zeros': 'constant', 'border': 'edge', 'reflection': 'reflect'}
+
+def _resize_plan(inf, size, method='crop', pad_mode='reflection', pcts=(0.5, 0.5)):
+    "`(scale, fit)`: the `(w,h)` the decoder scales `inf`'s frames to, and the crop/pad `fit` to `size`, as fastai's `Resize`"
+    H, W = (size, size) if isinstance(size, int) else size
+    w, h = inf.width, inf.height
+    method, pad_mode = str(method), str(pad_mode)
+    if method == 'squish': return (W, H), None
+    if method not in ('crop', 'pad'): raise ValueError(f"method must be 'crop', 'pad' or 'squish', got {method!r}")
+    if pad_mode not in _PAD: raise ValueError(f"pad_mode must be one of {list(_PAD)}, got {pad_mode!r}")
+    # fastai's `Resize`: the box `cp` at `tl` of the frame (outside it for 'pad') is what is resized to `(W,H)`
+    m = w/W if (w/W < h/H if method == 'crop' else w/W > h/H) else h/H
+    cp = (int(m*W), int(m*H))
+    tl = (int(pcts[0]*(w-cp[0])), int(pcts[1]*(h-cp[1])))
+    sx, sy = W/cp[0], H/cp[1]
+    sw, sh = max(1, round(w*sx)), max(1, round(h*sy))
+    x0, y0 = round(tl[0]*sx), round(tl[1]*sy)
+    def fit(a):
+        if method == 'crop':
+            x, y = min(max(x0, 0), a.shape[1]-W), min(max(y0, 0), a.shape[0]-H)
+            return np.ascontiguousarray(a[max(y, 0):max(y, 0)+H, max(x, 0):max(x, 0)+W])
+        px, py = max(-x0, 0), max(-y0, 0)
+        pad = ((py, max(H-sh-py, 0)), (px, max(W-sw-px, 0)), (0, 0))
+        return np.pad(a, pad, mode=_PAD[pad_mode])[:H, :W]
+    return (sw, sh), fit
 
 def read_frames(fn,              # A video file
                 idxs=None,       # Frame indices (any order, repeats allowed); None for all frames
@@ -454,6 +490,10 @@ def read_frames(fn,              # A video file
                 format='rgb24',  # Pixel format: 'rgb24', 'bgr24' or 'gray'
                 max_pixels=None, # Raise `VideoError`, decoding nothing, if the header declares more pixels per frame
                 rotate=True,     # Turn frames upright by the file's display rotation (phone videos); False: as stored
+                size=None,       # Scale in the decoder to this size (int or `(h,w)`), as `Resize(size, method, pad_mode)`
+                method='crop',   # With `size`: a fastai `ResizeMethod`, 'crop', 'pad' or 'squish'
+                pad_mode='reflection', # With `size` and method 'pad': a fastai `PadMode`
+                crop_pos=(0.5, 0.5),   # With `size`: where the crop/pad box sits, as fractions (fastai's `pcts`)
                )->np.ndarray:    # uint8 `(len(idxs),H,W,C)`: C=3 for 'rgb24'/'bgr24', 1 for 'gray'
     "Frames `idxs` of video `fn`, decoding only what is needed; pixel-identical to a full PyAV decode (turned upright)"
     ix = _index(fn, max_pixels=max_pixels)
@@ -462,7 +502,8 @@ def read_frames(fn,              # A video file
     pos = {}
     for j, i in enumerate(idxs.tolist()): pos.setdefault(i, []).append(j)
     out = None
-    for i, a in _iter_frames(fn, wanted, threads=threads, format=format, rotate=rotate):
+    resize = None if size is None else (size, method, pad_mode, crop_pos)
+    for i, a in _iter_frames(fn, wanted, threads=threads, format=format, rotate=rotate, resize=resize):
         if out is None: out = np.empty((len(idxs), *a.shape), dtype=a.dtype)
         elif a.shape != out.shape[1:]:
             raise _verr(fn, f"the frame size changes inside the video ({out.shape[1:]} then {a.shape} at frame {i})",
@@ -470,7 +511,8 @@ def read_frames(fn,              # A video file
         for j in pos[i]: out[j] = a
     if out is None:
         c, inf = 1 if format in ('gray', 'gray8') else 3, ix.info(rotate)
-        out = np.empty((0, inf.height, inf.width, c), dtype=np.uint8)
+        h, w = (inf.height, inf.width) if size is None else (size, size) if isinstance(size, int) else size
+        out = np.empty((0, h, w, c), dtype=np.uint8)
     return out
 
 def _verify_one(fn, max_pixels=None) -> str|None:

@@ -164,3 +164,40 @@ def test_index_once_across_epochs_and_workers(tmp_path, monkeypatch):
     os.utime(changed, ns=(0, os.stat(changed).st_mtime_ns + 10**9))
     for b in dls.train: pass
     assert probes()[len(after1):] == [Path(changed).name]
+
+@pytest.mark.parametrize('name', ['v_YoYo_g01_c01.avi', 'abseiling_k400.mp4'])
+def test_decoder_side_resize_matches_fastai_resize(name):
+    "read_frames(size=...) scales in the decoder with `Resize`'s crop/pad/squish semantics: same shape, close pixels"
+    from fastai.vision.all import Resize, ResizeMethod, PILImage
+    fn, idxs = clip(name), [3, 100]
+    full = read_frames(fn, idxs)
+    for size in (128, (96, 160)):
+        for m in (ResizeMethod.Crop, ResizeMethod.Pad, ResizeMethod.Squish):
+            for pcts in ((0.5, 0.5), (0.1, 0.9)):
+                rz = Resize(size, method=m)
+                rz.pcts = pcts
+                exp = np.stack([np.asarray(rz.encodes(PILImage.create(a))) for a in full]).astype(int)
+                got = read_frames(fn, idxs, size=size, method=m, crop_pos=pcts)
+                assert got.shape == exp.shape, (size, m)
+                # tolerance: swscale's bilinear vs Pillow's, and crop boxes placed at the scaled size (under 1 pixel off)
+                assert np.abs(got - exp).mean() <= (2 if m == ResizeMethod.Squish else 7), (size, m, pcts)
+
+def test_video_block_size(tmp_path):
+    "VideoBlock(size=...) gives the batch shapes of `item_tfms=Resize(...)`, random crops in training, centre in validation"
+    from fastai.vision.all import DataBlock, CategoryBlock, parent_label, IndexSplitter, Resize
+    from fastai_seq.data import VideoBlock
+    for c in ('c0', 'c1'): (tmp_path/c).mkdir()
+    for i in range(4): write_video(tmp_path/f'c{i%2}'/f'{i}.mp4', n=12, w=64, h=48, opts={'g': '4'})
+    def dls(**kw):
+        return DataBlock(blocks=(VideoBlock(n_frames=4, **kw), CategoryBlock), get_items=get_video_files, get_y=parent_label,
+                         splitter=IndexSplitter([0, 2]), item_tfms=None if kw else Resize((24, 40))).dataloaders(tmp_path, bs=2)
+    a, b = dls(), dls(size=(24, 40))
+    xa, xb = a.valid.one_batch()[0], b.valid.one_batch()[0]
+    assert xa.shape == xb.shape == (2, 4, 3, 24, 40)
+    assert (xa - xb).abs().mean() < 0.03  # pixels in [0,1]
+    lf = LoadFrames(4, 'first', size=(24, 24))  # 64x48 frames: the crop moves along the width
+    lf._split = 0
+    crops = {tuple(np.asarray(lf._load_path(tmp_path/'c0'/'0.mp4')[0]).reshape(-1)[:64]) for _ in range(6)}
+    assert len(crops) > 1  # a random crop position per training item
+    lf._split = 1
+    assert len({tuple(np.asarray(lf._load_path(tmp_path/'c0'/'0.mp4')[0]).reshape(-1)[:64]) for _ in range(3)}) == 1
