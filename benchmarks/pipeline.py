@@ -1,7 +1,11 @@
 """Clips per second through the full fastai pipeline (`VideoBlock`, `Resize`, batch augmentation) against a plain
 `torch.utils.data.DataLoader` calling the same decoder and resize, and against reading the same clips from frame folders.
+A row with decoder-side resize (`VideoBlock(size=...)`, no `Resize`), and the probes (file indexings) counted in
+a first and a second pass with 2 workers: the second must do none.
 Run: python benchmarks/pipeline.py [--copies 4] [--reps 3]"""
 import os, shutil, sys, tempfile, time
+from functools import partial
+import fastai_seq.video as V
 from pathlib import Path
 import numpy as np, torch
 from PIL import Image
@@ -38,6 +42,26 @@ def _rates(its:dict, reps:int) -> dict:
             assert n==n_items, (k, n, n_items)
     return {k:float(np.median(v)) for k,v in rates.items()}
 
+def _probes_per_pass(path, nw, passes=2) -> list:
+    "Probes in each of `passes` passes of a fresh `VideoBlock` pipeline with `nw` workers (forked workers log them to a file)"
+    log, orig = Path(tempfile.mkdtemp())/'probes', V._probe
+    def probe(fn, *args, **kwargs):
+        with open(log, 'a') as f: f.write(f'{fn}\n')
+        return orig(fn, *args, **kwargs)
+    V._probe, counts = probe, []
+    try:
+        V._CACHE.clear()
+        dls = DataBlock(blocks=(VideoBlock(n_frames=N_FRAMES), CategoryBlock), get_items=get_video_files, get_y=parent_label,
+                        splitter=RandomSplitter(0.), item_tfms=Resize(SIZE)).dataloaders(path, bs=BS, num_workers=nw)
+        n0 = len(log.read_text().split()) if log.exists() else 0
+        for _ in range(passes):
+            for b in dls.train: pass
+            n1 = len(log.read_text().split()) if log.exists() else 0
+            counts.append(n1 - n0); n0 = n1
+    finally: V._probe = orig
+    return counts
+
+
 @call_parse
 def main(copies:int=4, # Copies of each real clip in the benchmark set
          reps:int=5, # Passes per measurement (median), the pipelines taking turns
@@ -61,18 +85,23 @@ def main(copies:int=4, # Copies of each real clip in the benchmark set
             plain = torch.utils.data.DataLoader(PlainClips(files), batch_size=BS, num_workers=nw)
             def plain_it():
                 for x,y in plain: yield (x.float().div_(255), y)
-            def dl(block, items, path, batch_tfms):
+            def dl(block, items, path, batch_tfms, resize=True):
                 dblock = DataBlock(blocks=(block(n_frames=N_FRAMES), CategoryBlock), get_items=items, get_y=parent_label,
-                                   splitter=RandomSplitter(0.), item_tfms=Resize(SIZE), batch_tfms=batch_tfms)
+                                   splitter=RandomSplitter(0.), item_tfms=Resize(SIZE) if resize else None,
+                                   batch_tfms=batch_tfms)
                 return dblock.dataloaders(path, bs=BS, num_workers=nw).train.new(shuffle=False, drop_last=False)
             vdl = dl(VideoBlock, get_video_files, tmp/'videos', aug_transforms())
             vdl_noaug = dl(VideoBlock, get_video_files, tmp/'videos', None)
+            vdl_dec = dl(partial(VideoBlock, size=SIZE), get_video_files, tmp/'videos', None, resize=False)
             fdl = dl(SeqBlock, lambda p: folders, tmp/'frames', aug_transforms())
             r = _rates({'plain':(plain_it, len(files)), 'noaug':(lambda: vdl_noaug, len(files)), 'aug':(lambda: vdl, len(files)),
-                        'frames':(lambda: fdl, len(folders))}, reps)
+                        'dec':(lambda: vdl_dec, len(files)), 'frames':(lambda: fdl, len(folders))}, reps)
             for k,what in (('plain', "plain torch DataLoader (decode + PIL resize)"),
                            ('noaug', "fastai_seq VideoBlock + Resize (same work as the plain one)"),
+                           ('dec', "fastai_seq VideoBlock(size=...): decoder-side resize, no Resize"),
                            ('aug', "fastai_seq VideoBlock + Resize + aug_transforms"),
                            ('frames', "fastai_seq SeqBlock on frame folders + Resize + aug_transforms")):
                 print(f"| {what} | {nw} | {r[k]:.1f} | {r['plain']/r[k]:.2f}x |")
+        print(f"\nProbes (file indexings, counted in every process) with 2 workers, from an empty index: "
+              f"{', '.join(f'pass {i+1}: {n}' for i,n in enumerate(_probes_per_pass(tmp/'videos', 2)))} ({len(files)} files)")
     finally: shutil.rmtree(tmp, ignore_errors=True)
