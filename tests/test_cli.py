@@ -36,3 +36,44 @@ def test_bad_arguments(tmp_path):
     assert r.returncode!=0 and '--data is for `classify`' in r.stderr
     r = subprocess.run([sys.executable, '-m', 'fastai_seq', 'dance'], capture_output=True, text=True, env=env)
     assert r.returncode!=0 and "Unknown task 'dance'" in r.stderr
+
+def test_epoch_lines_when_not_a_terminal(capsys):
+    "Output to a log or pipe: a header and one line an epoch, no progress-bar redraws; fastai's defaults come back after"
+    import torch
+    from fastai.learner import Learner, defaults
+    from fastai.data.core import DataLoaders
+    from fastai.callback.progress import ProgressCallback
+    from fastai_seq.__main__ import console_logging, EpochLines
+    x = torch.randn(64, 2); y = x@torch.tensor([[2.], [-1.]])
+    ds = list(zip(x, y))
+    before = list(defaults.callbacks)
+    with console_logging():  # pytest's captured stdout is not a terminal
+        assert EpochLines in defaults.callbacks and ProgressCallback not in defaults.callbacks
+        learn = Learner(DataLoaders.from_dsets(ds, ds, bs=16), torch.nn.Linear(2, 1), loss_func=torch.nn.MSELoss())
+        learn.fit(3, 0.1)
+    assert defaults.callbacks==before
+    out = capsys.readouterr().out
+    assert '\r' not in out and '\x1b' not in out
+    lines = out.strip().split('\n')
+    assert len(lines)==4 and lines[0].split()==['epoch', 'train_loss', 'valid_loss', 'time']
+    assert [l.split()[0] for l in lines[1:]]==['0', '1', '2'] and float(lines[3].split()[2]) < float(lines[1].split()[2])
+    with console_logging(lines=False): assert ProgressCallback in defaults.callbacks
+
+@pytest.mark.slow
+def test_classify_pretrained_command(tmp_path, monkeypatch):
+    "`classify --pretrained` fine-tunes with the arch's recipe from the weights in the torch hub cache (a fake one: no download)"
+    import torch, torchvision
+    from fastai.data.transforms import Normalize
+    ckpt = tmp_path/'torch'/'hub'/'checkpoints'; ckpt.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), ckpt/'resnet18-f37072fd.pth')
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path/'torch'))
+    out = _run(['classify', '--arch', 'frames_mean', '--pretrained', '--body', 'resnet18', '--size', '32', '--n-frames', '4',
+                '--epochs', '1'], tmp_path)
+    assert "Fine-tuning pretrained 'frames_mean' (body=resnet18, pool=concat, lr=0.002)" in out, out
+    assert '1 epoch(s) frozen, then 1 unfrozen' in out and '\r' not in out and 'video accuracy' in out
+    assert sum(l.split()[:1]==['epoch'] for l in out.split('\n'))==2   # fine_tune: the frozen fit, then the unfrozen one
+    learn = load_learner(tmp_path/'out'/'model.pkl')
+    assert learn.model.encoder.module.pool.pool=='concat'
+    norm = [t for t in learn.dls.after_batch.fs if isinstance(t, Normalize)]
+    assert len(norm)==1 and torch.allclose(norm[0].std.flatten(), torch.tensor([0.229, 0.224, 0.225]))
