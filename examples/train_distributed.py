@@ -72,7 +72,8 @@ def main(
                                                   size=max(size, 48), names='ucf', seed=seed)
         dls = classify_dls(data, bs, size, seed=seed)
     set_seed(seed)   # the same initial weights in every process (DDP also broadcasts rank 0's)
-    learn = seq_learner(dls, arch, path=out, model_dir='.')
+    from fastai_seq.__main__ import console_logging
+    with console_logging(): learn = seq_learner(dls, arch, path=out, model_dir='.')  # one line an epoch in a log
     if precision=='fp16': learn.to_fp16()
     elif precision=='bf16': learn.to_bf16()
     rank, world = rank_distrib(), max(num_distrib(), 1)

@@ -20,7 +20,8 @@ class EpochLines(Callback):
     order = ProgressCallback.order
     def before_fit(self):
         self.old = self.learn.logger
-        if getattr(self.old, '__name__', '')=='noop': return  # `learn.no_logging()`
+        from fastai.torch_core import rank_distrib
+        if getattr(self.old, '__name__', '')=='noop' or rank_distrib(): return  # `learn.no_logging()`; rank 0 alone prints
         self.learn.logger = self._line
         self._line(self.recorder.metric_names)
     def _line(self, log): print('  '.join(f'{_fmt(v):>{max(len(str(n)), 9)}}' for v,n in zip(log, self.recorder.metric_names)),
