@@ -325,3 +325,25 @@ def test_seq_learner_pretrained_recipe(monkeypatch, tmp_path):
     learn2 = seq_learner(_tensor_dls(), 'frames_lstm', pretrained=True, body='resnet18', pool='avg', lr=1e-4)
     assert learn2.model.encoder.module.pool.pool=='avg' and learn2.lr==1e-4
     assert not any(isinstance(t, Normalize) for t in seq_learner(_tensor_dls(), 'frames_lstm').dls.after_batch.fs)
+
+def test_kinetics_clip_shape_errors():
+    m = _build('mc3_18', c=3)
+    with pytest.raises(ValueError, match=r"mc3_18: frames of 8x12 are smaller than its total downsampling \(16\).*Resize"):
+        m(torch.rand(1, 4, 3, 8, 12))
+    with pytest.raises(ValueError, match=r"mc3_18: expected clips of shape \(B,T,C,H,W\) with C=3, got \(1, 4, 1, 32, 32\)"):
+        m(torch.rand(1, 4, 1, 32, 32))
+    with pytest.raises(ValueError, match=r"got \(4, 3, 32, 32\)"): m(torch.rand(4, 3, 32, 32))
+    with torch.no_grad(): assert m.eval()(torch.rand(1, 3, 3, 20, 36)).shape==(1,5)   # any length and size above the minimum
+
+def test_timm_body_freezes_for_fine_tune():
+    "A timm body is the first param group: frozen, its convolutions keep their weights while the rest trains"
+    pytest.importorskip('timm', reason="timm bodies need the 'timm' extra")
+    from fastai_seq.learner import seq_learner
+    set_seed(0)
+    learn = seq_learner(_tensor_dls(), 'frames_mean', body='efficientnet_b0')
+    stem, head = learn.model.encoder.module.body.model.conv_stem.weight, learn.model.head[-1].weight
+    before, hbefore = stem.detach().clone(), head.detach().clone()
+    learn.freeze()
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-2)
+    assert torch.equal(stem, before) and not torch.equal(head, hbefore)
+    learn.unfreeze(); assert stem.requires_grad
