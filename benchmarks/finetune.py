@@ -81,6 +81,7 @@ def main(budget:float=120, # Training seconds per recipe
           f"{'ImageNet weights from the local torch hub cache' if cached else 'NO weights in the local cache: random init (the recipe alone)'}\n")
     print("| recipe | accuracy | video accuracy (3 clips) | epochs | train s | accuracy / scratch |\n|---|---|---|---|---|---|")
     for name,acc,vacc,n_ep,secs in rows:
+        ratio = f'{acc/base:.2f}' if base>0 else '-'
         what = ("frames_lstm, small body, fit_one_cycle (CPU default)" if name=='scratch' else
                 f"frames_lstm, {body} body, ImageNet Normalize, concat pool, fine_tune (freeze 1){'' if cached else ', random init'}")
-        print(f"| {what} | {acc:.3f} | {vacc:.3f} | {n_ep} | {secs:.0f} | {f"{acc/base:.2f}" if base>0 else "-"} |")
+        print(f"| {what} | {acc:.3f} | {vacc:.3f} | {n_ep} | {secs:.0f} | {ratio} |")
