@@ -9,7 +9,9 @@ from .classify import local_weights
 __all__ = ['weights_stats', 'first_conv_for', 'KineticsVideo', 'kinetics_split', 'KINETICS_ARCHS', 'r3d_18', 'mc3_18', 's3d',
            'mvit_v2_s', 'swin3d_t']
 
-def weights_stats(weights) -> tuple:
+def weights_stats(
+    weights, # A torchvision weights enum value, e.g. `R3D_18_Weights.KINETICS400_V1`
+) -> tuple:
     "The (mean, std) input normalisation of torchvision `weights`, read from their transforms"
     t = weights.transforms()
     return tuple(t.mean),tuple(t.std)
@@ -51,7 +53,9 @@ class KineticsVideo(Module):
         self.model,self.head_name,self.arch,self.channels,self.min_size = model,head,arch,channels,min_size
 
     @property
-    def head(self) -> nn.Module: return _attr(self.model, self.head_name)
+    def head(self) -> nn.Module:
+        "The new classifier layer"
+        return _attr(self.model, self.head_name)
 
     def forward(self, x:Tensor) -> Tensor:
         if x.ndim!=5 or x.shape[2]!=self.channels:
