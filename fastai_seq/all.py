@@ -8,5 +8,6 @@ from .metrics import *
 from .registry import *
 from .models import *
 from .learner import *
+from .tracking import *
 from .precision import *
 from .distributed import *

@@ -1,0 +1,161 @@
+"Experiment tracking and sharing: `WandbCallback(log_preds=True)` logs sequences as GIFs; the Hugging Face Hub round trip of a sequence learner"
+import io, json
+from pathlib import Path
+import numpy as np, torch
+from PIL import Image
+from fastai.imports import dispatch
+from fastai.torch_core import TensorCategory, TensorMultiCategory
+from fastai.learner import Learner, load_learner
+from .core import ImageSeq, _to_uint8_hwc
+
+__all__ = ['wandb_process', 'seq_gif_bytes', 'seq_hub_config', 'save_pretrained_seq', 'push_to_hub_seq', 'from_pretrained_seq']
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Weights & Biases: fastai's `WandbCallback(log_preds=True)` calls `wandb_process(x, y, samples, outs, preds)`
+
+def _wandb():
+    try: import wandb
+    except ImportError: raise ImportError("Logging to Weights & Biases needs wandb: pip install 'fastai_seq[wandb]'") from None
+    return wandb
+
+def seq_gif_bytes(
+    seq, # One sequence `(T,C,H,W)`: float in [0,1] or ints in [0,255] (a decoded `ImageSeq`)
+    fps:float=4, # Frames per second of the GIF
+    min_size:int=96, # Frames smaller than this are scaled up (nearest neighbour) by a whole factor to reach about it
+) -> io.BytesIO:
+    "An animated GIF of `seq` in memory, ready for `wandb.Video(buf, format='gif')`"
+    frames = [_to_uint8_hwc(f) for f in seq]
+    imgs = [Image.fromarray(f[...,0] if f.shape[2]==1 else f[...,:3]) for f in frames]
+    scale = max(1, min_size // max(imgs[0].size))
+    if scale>1: imgs = [i.resize((i.width*scale, i.height*scale), Image.NEAREST) for i in imgs]
+    buf = io.BytesIO()
+    imgs[0].save(buf, format='GIF', save_all=True, append_images=imgs[1:], duration=int(round(1000/fps)), loop=0)
+    buf.seek(0)
+    return buf
+
+def _video(seq, caption):
+    return _wandb().Video(seq_gif_bytes(seq), caption=caption, format='gif')
+
+def _fix_wandb_config():
+    """fastai#4173: `WandbCallback.before_fit` formats the learner's config with fastcore's `init_args`, which raises on values
+    without a `__dict__` (ints, strs, bools), so every `fit` fails before training. Where that bug is present, plain values
+    are logged as they are, objects with constructor arguments as a dict of them (fastai's intent), anything else by name:
+    wandb's config refuses classes of tensors, models and callbacks (which forward attribute lookups to the learner)"""
+    try: import fastai.callback.wandb as fwb
+    except ImportError: return  # no wandb: nothing to fix
+    try: fwb._format_config({'probe': 1}); return  # fastai without the bug: leave it alone
+    except TypeError: pass
+    from fastcore.basics import init_args
+    def _format_config_value(v):
+        if isinstance(v, (list, tuple)): return [_format_config_value(o) for o in v]
+        if v is None or isinstance(v, (bool, int, float, str)): return v
+        if isinstance(v, Path): return str(v)
+        named = getattr(v, '__qualname__', None) if isinstance(getattr(v, '__qualname__', None), str) else None
+        if named or isinstance(v, (torch.nn.Module, torch.Tensor)): return named or type(v).__name__
+        try: args = init_args(v)
+        except (TypeError, ValueError): args = None
+        return {**fwb._format_config(args), '_name': type(v).__name__} if args else str(v)
+    _format_config_value.__doc__ = f"`{fwb.__name__}._format_config_value`, fixed by fastai_seq for fastai#4173"
+    fwb._format_config_value = _format_config_value
+
+_fix_wandb_config()
+
+def _unlist(o): return o[0] if isinstance(o, (list, tuple)) and len(o)==1 else o
+
+# plum ranks `Any` level with any type and breaks such ties by the later method: the generic one comes first
+@dispatch
+def wandb_process(x:ImageSeq, y, samples, outs, preds):
+    "Other targets: each input sequence as a GIF beside its target and prediction as text"
+    wandb = _wandb()
+    table = wandb.Table(columns=['Input video', 'Ground_Truth', 'Predictions'])
+    for (seq, *ys), out in zip(samples, outs):
+        table.add_data(_video(seq, 'Input'), str(_unlist(ys)), str(_unlist(out)))
+    return {'Prediction_Samples': table}
+
+@dispatch
+def wandb_process(x:ImageSeq, y:TensorCategory|TensorMultiCategory, samples, outs, preds):
+    "Classification: a table of each sample as a GIF (captioned 'actual / predicted'), its label, the prediction and its probability"
+    wandb, videos = _wandb(), []  # the table's media go into the run's table artifact; the list, into the run's media/videos
+    table = wandb.Table(columns=['Input video', 'Ground_Truth', 'Predictions', 'Probability'])
+    for i, ((seq, label), out) in enumerate(zip(samples, outs)):
+        pred = _unlist(out)
+        prob = float(torch.as_tensor(preds[i]).max()) if preds is not None and i < len(preds) else None
+        table.add_data(_video(seq, f'{label} / {pred}'), str(label), str(pred), prob)
+        videos.append(_video(seq, f'{label} / {pred}'))
+    return {'Prediction_Samples': table, 'Prediction_Videos': videos}
+
+@dispatch
+def wandb_process(x:ImageSeq, y:ImageSeq, samples, outs, preds):
+    "Forecasting: a table of each sample's input, target and predicted frames as GIFs, with the prediction's MSE ([0,1] scale)"
+    wandb, videos = _wandb(), []
+    table = wandb.Table(columns=['Input', 'Ground_Truth', 'Predictions', 'mse'])
+    for (inp, targ), out in zip(samples, outs):
+        pred = _unlist(out)
+        t, p = (np.stack([_to_uint8_hwc(f) for f in o]) for o in (targ, pred))
+        mse = float(((t/255-p/255)**2).mean()) if t.shape==p.shape else None
+        table.add_data(_video(inp, 'Input'), _video(targ, 'Ground_Truth'), _video(pred, 'Prediction'), mse)
+        if t.shape==p.shape:  # target | prediction, side by side, frame by frame
+            gap = np.full((t.shape[1], 2, t.shape[3]), 255, np.uint8)
+            videos.append(_video([np.concatenate([a, gap, b], 1) for a,b in zip(t, p)], f'target | prediction (mse {mse:.4f})'))
+    return {'Prediction_Samples': table, 'Prediction_Videos': videos}
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Hugging Face Hub: huggingface_hub's fastai functions, with the learner's sequence metadata and no side effects
+
+def _hub():
+    try: import huggingface_hub, toml  # noqa: F401 (`from_pretrained_fastai` reads pyproject.toml with toml)
+    except ImportError: raise ImportError("Sharing on the Hugging Face Hub needs huggingface_hub and toml: "
+                                          "pip install 'fastai_seq[hub]'") from None
+    return huggingface_hub
+
+def seq_hub_config(learn:Learner) -> dict:
+    "What a sequence learner is, for the repo's config.json: arch, task, input shape, classes, library versions"
+    from . import __version__
+    import fastai
+    vocab = getattr(learn.dls, 'vocab', None)
+    cfg = dict(library='fastai_seq', fastai_seq_version=__version__, fastai_version=fastai.__version__,
+               arch=learn.arch if isinstance(getattr(learn, 'arch', None), str) else getattr(getattr(learn, 'arch', None), '__name__', None),
+               task=getattr(learn, 'task', None), seq_shape=getattr(learn, 'seq_shape', None),
+               vocab=[str(v) for v in vocab] if vocab is not None and getattr(learn, 'task', None)=='classify' else None)
+    return json.loads(json.dumps(cfg, default=list))  # tuples -> lists: exactly what config.json will hold
+
+def save_pretrained_seq(
+    learn:Learner, # A trained sequence learner
+    save_directory, # Folder to write model.pkl, pyproject.toml, README.md and config.json into
+    config:dict=None, # Extra config entries (merged over `seq_hub_config(learn)`)
+) -> Path:
+    "Write what `push_to_hub_seq` uploads into a local folder (huggingface_hub's `_save_pretrained_fastai`); `learn.path` is kept"
+    from huggingface_hub.fastai_utils import _save_pretrained_fastai
+    _hub()
+    old = learn.path
+    try: _save_pretrained_fastai(learn, save_directory, config={**seq_hub_config(learn), **(config or {})})
+    finally: learn.path = old  # huggingface_hub points it at the folder
+    return Path(save_directory)
+
+def push_to_hub_seq(
+    learn:Learner, # A trained sequence learner
+    repo_id:str, # 'namespace/repo_name' on the Hub
+    config:dict=None, # Extra config entries (merged over `seq_hub_config(learn)`)
+    **kwargs # `huggingface_hub.push_to_hub_fastai` arguments (`token`, `private`, `commit_message`, `branch`, ...)
+):
+    "Upload a sequence learner to the Hub with `push_to_hub_fastai`, its config.json describing the arch, task and classes"
+    hf = _hub()
+    old = learn.path
+    try: return hf.push_to_hub_fastai(learn, repo_id=repo_id, config={**seq_hub_config(learn), **(config or {})}, **kwargs)
+    finally: learn.path = old
+
+def from_pretrained_seq(
+    repo_id, # 'namespace/repo_name' on the Hub, or a local folder written by `save_pretrained_seq`
+    revision:str=None, # Branch, tag or commit on the Hub
+) -> Learner:
+    "Load a learner shared with `push_to_hub_seq` (or `push_to_hub_fastai`), from the Hub or a local folder of any path"
+    hf = _hub()
+    p = Path(repo_id).expanduser()
+    if p.is_dir():  # `from_pretrained_fastai` refuses absolute local paths (it validates them as repo ids)
+        if not (p/'model.pkl').is_file():
+            raise FileNotFoundError(f"{p}: no model.pkl in this folder. Write it with `save_pretrained_seq(learn, folder)`.")
+        from huggingface_hub.fastai_utils import _check_fastai_fastcore_versions, _check_fastai_fastcore_pyproject_versions
+        _check_fastai_fastcore_versions()
+        _check_fastai_fastcore_pyproject_versions(str(p))
+        return load_learner(p/'model.pkl')
+    return hf.from_pretrained_fastai(str(repo_id), revision=revision)
