@@ -1,6 +1,6 @@
 "Tests of the classification archs (fastai_seq/models/classify.py), parametrized over the registry"
 import pickle, time
-import pytest, torch
+import pytest, torch, torchvision
 import torch.nn.functional as F
 from torch import nn
 from fastai.data.core import DataLoaders
@@ -217,8 +217,6 @@ def test_pretrained_offline_is_a_clear_error(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match="no pretrained weights for 'timesformer'"): _build('timesformer', pretrained=True)
     with pytest.raises(FileNotFoundError, match="never|not there"):
         local_weights(torchvision.models.ResNet18_Weights.DEFAULT, download=False)
-
-import torchvision
 
 def test_pretrained_downloads_once_then_uses_the_cache(monkeypatch, tmp_path):
     "The first build downloads through torch.hub into TORCH_HOME (as vision_learner does); later builds read the cache"
