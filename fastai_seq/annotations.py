@@ -42,7 +42,7 @@ def _annotation_file(fn, root=None) -> Path:
 
 class _Method:
     "A bound method that is no `MethodType`: `DataBlock` rebinds those to itself; this one keeps its annotations (and pickles)"
-    def __init__(self, obj, name): self.obj,self.name = obj,name
+    def __init__(self, obj, name): self.obj,self.name,self.__qualname__ = obj,name,f'VideoAnnotations.{name}'
     def __call__(self, *args, **kwargs): return getattr(type(self.obj), self.name).func(self.obj, *args, **kwargs)
     def __repr__(self): return f'<{self.name} of {self.obj!r}>'
 
