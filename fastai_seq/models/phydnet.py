@@ -8,7 +8,8 @@ from fastcore.basics import store_attr
 from fastai.torch_core import Module, params
 from fastai.callback.core import Callback
 from ..registry import register_arch
-from .convrnn import ConvLSTMCell, ChannelsLast, check_size, frames_last, group_norm
+from .blocks import ChannelsLast, check_size, frames_last, group_norm
+from .convrnn import ConvLSTMCell
 
 __all__ = ['moment_matrix', 'kernel_moments', 'PhyCellCell', 'PhyCell', 'ConvLSTMStack', 'PhyDNet', 'phydnet_split',
            'PhyDNetConstraintCallback', 'TeacherForcingCallback']

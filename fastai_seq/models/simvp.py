@@ -7,7 +7,7 @@ from fastcore.basics import store_attr
 from fastai.torch_core import Module, params
 from torchvision.ops import StochasticDepth
 from ..registry import register_arch
-from .convrnn import check_size, frames_last
+from .blocks import check_size, frames_last
 
 __all__ = ['ConvSC', 'SimVPEncoder', 'SimVPDecoder', 'GroupConv2d', 'GInceptionST', 'MidIncepNet', 'LargeKernelAttention',
            'SpatialAttention', 'MixMlp', 'GASubBlock', 'MetaBlock', 'MidMetaNet', 'SimVP', 'simvp_split']

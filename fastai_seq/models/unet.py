@@ -7,7 +7,7 @@ from fastai.layers import ConvLayer, ResBlock
 from fastai.vision.models.unet import DynamicUnet
 from ..layers import TimeDistributed
 from ..registry import register_arch
-from .convrnn import ChannelsLast, check_size, frames_last
+from .blocks import ChannelsLast, check_size, frames_last
 
 __all__ = ['unet_body', 'UnetForecaster', 'unet_split']
 
