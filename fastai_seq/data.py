@@ -388,13 +388,6 @@ class SeqDL(TfmdDL):
         self._skip_start = [len(f.skip_log) for f in _load_tfms(self.dataset)]
         if self.num_workers: _index_videos(self)
 
-def _index_videos(dl):
-    "Index the videos of `dl`'s items in this (main) process, in parallel: fresh workers each epoch inherit it, never re-probe"
-    lfs, items = _load_tfms(dl.dataset), getattr(dl.dataset, 'items', None)
-    if not lfs or items is None: return
-    vids = [o for o in items if isinstance(o, (str, Path)) and _is_video(o)]
-    if vids: _index_files(vids, n_workers=dl.num_workers, max_pixels=lfs[0].max_pixels)
-
     def after_iter(self):
         "Warn once about the items skipped during this pass, in the main process (workers log them to a shared file)"
         super().after_iter()
@@ -406,6 +399,13 @@ def _index_videos(dl):
             warnings.warn(f"{len(msgs)} of {len(self.dataset)} items could not be loaded and were replaced by other items in "
                           "this pass (on_error='skip'):\n" + '\n'.join(f'  {m}' for m in msgs[:20]) +
                           (f'\n  ... and {len(msgs)-20} more (see `dl.skipped`)' if len(msgs)>20 else ''), SkippedItemWarning)
+
+def _index_videos(dl):
+    "Index the videos of `dl`'s items in this (main) process, in parallel: fresh workers each epoch inherit it, never re-probe"
+    lfs, items = _load_tfms(dl.dataset), getattr(dl.dataset, 'items', None)
+    if not lfs or items is None: return
+    vids = [o for o in items if isinstance(o, (str, Path)) and _is_video(o)]
+    if vids: _index_files(vids, n_workers=dl.num_workers, max_pixels=lfs[0].max_pixels)
 
 def SeqBlock(
     cls=ImageSeq, # `ImageSeq` (RGB) or `ImageSeqBW` (grayscale)
