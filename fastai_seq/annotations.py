@@ -115,6 +115,9 @@ class VideoAnnotations:
         for rec in wanted:
             p, index = self._resolve(rec, root, index)
             if p is None: missing.append(rec); continue
+            if (prev := self._by_item.get(str(p))) is not None:
+                raise ValueError(f"{p} is listed twice: {prev.src} ({prev.split}) and {rec.src} ({rec.split}). "
+                                 "A video belongs to one split: fix the lists.")
             items.append(p)
             self._by_item[str(p)] = rec
             self._by_key.setdefault(_ucf_key(p), rec)

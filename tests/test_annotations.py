@@ -99,6 +99,9 @@ def test_path_label_list_forms(tmp_path):
     assert [ann.get_y(o) for o in items] == ['b', 'a', 'b'] and ann.splitter(items) == ([0, 1], [2])
     with pytest.raises(ValueError, match=r"ints\.txt:2: label 1 is not in the class list"):
         read_path_label_list(tmp_path/'ints.txt', classes=['a'])
+    (tmp_path/'val.txt').write_text('b/v3 dog\na/v1.mp4 cat\n')  # v1 is in the training list too
+    with pytest.raises(ValueError, match=r"(?s)v1\.mp4 is listed twice: .*names\.txt:1 \(train\) and .*val\.txt:2 \(valid\)"):
+        VideoAnnotations.from_list(tmp_path/'names.txt', tmp_path/'val.txt').get_items(root)
 
 # ---- Kinetics CSV ----
 def test_kinetics_csv(tmp_path):
