@@ -423,17 +423,20 @@ class ImageTupleTransform(Transform):
     # behave), validation reads the fixed sequences `ds[i]`, the same every epoch and run.
     def __init__(self,
         ds:MovingMNIST, # The generator; `ds[i]` gives the fixed (validation) sequences
-        train:bool=None, # Fresh sequences each call (True) or the fixed `ds[i]` (False); None: the first of them built into a `TfmdLists` on `ds` trains
+        train:bool=None, # Fresh sequences each call (True) or the fixed `ds[i]` (False); None: as set up in `TfmdLists` on `ds`, training, validation, training, ...
     ):
         super().__init__()
         if not isinstance(ds, MovingMNIST): raise TypeError(f"ImageTupleTransform takes a MovingMNIST, got {type(ds).__name__}")
         self.ds,self.train = ds,train
 
     def setups(self, items):
-        "With `train=None`, the first transform on `ds` set up by a `TfmdLists` (the package's `train_tl`) becomes its training one"
+        "With `train=None`, transforms set up by a `TfmdLists` on one `ds` alternate: training (the package's `train_tl`), validation, ..."
+        # alternating (not "only the first trains") keeps re-running the `train_tl` line of a notebook from reading the fixed
+        # validation sequences for training
         if self.train is None:
-            self.train = not getattr(self.ds, '_has_train_tfm', False)
-            self.ds._has_train_tfm = True
+            n_train,n_fixed = getattr(self.ds, '_tuple_roles', (0, 0))
+            self.train = n_fixed>=n_train
+            self.ds._tuple_roles = (n_train+self.train, n_fixed+(not self.train))
 
     @staticmethod
     def _tuple(frames) -> ImageTuple: return ImageTuple(TensorImageBW(f) for f in frames)

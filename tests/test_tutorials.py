@@ -407,6 +407,10 @@ def test_moving_mnist_package_call_and_existing_uses(data_dir):
     tr, va = ImageTupleTransform(ds2), ImageTupleTransform(ds2)
     TfmdLists(range(4), tr), TfmdLists(range(4), va)
     assert tr.train is True and va.train is False
+    # re-running a notebook's train_tl line, then its valid_tl line: the roles alternate, never training on ds[i]
+    tr2 = ImageTupleTransform(ds2); TfmdLists(range(4), tr2)
+    va2 = ImageTupleTransform(ds2); TfmdLists(range(4), va2)
+    assert tr2.train is True and va2.train is False
     a, b = tr(0), tr(0)
     assert isinstance(a[0], ImageTuple) and isinstance(a[0][0], TensorImageBW) and a[0][0].shape == (1, 64, 64)
     assert not _eq(a[0][0], b[0][0])
