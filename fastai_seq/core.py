@@ -89,7 +89,7 @@ def save_gif(seq, fn, fps:float=5, loop:int=0, scale:int=1):
     return fn
 
 class ImageTuple(fastuple):
-    "The item-level form of a sequence: a tuple of `PILImage` frames; item transforms use one set of random parameters for all"
+    "The item-level form of a sequence: a tuple of frames (`PILImage`s; tensors after `ToTensor`); item transforms use one set of random parameters for all"
     @classmethod
     def create(cls, frames, img_cls=PILImage):
         "From PIL images, arrays or image paths"
