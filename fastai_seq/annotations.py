@@ -139,18 +139,24 @@ class VideoAnnotations:
         return rec
 
     @_datablock_method
-    def get_y(self, o):
+    def get_y(self,
+        o, # An item from `get_items`
+    ):
         "The label of item `o` (a path from `get_items`)"
         lbl = self._record(o).label
         if lbl is None: raise ValueError(f"{o}: {self._record(o).src} gives no label for it (a test list?).")
         return lbl
 
-    def get_split(self, o) -> str:
+    def get_split(self,
+        o, # An item from `get_items`
+    ) -> str:
         "The split ('train', 'valid', 'test', 'unused') of item `o`"
         return self._record(o).split
 
     @_datablock_method
-    def splitter(self, items) -> tuple:
+    def splitter(self,
+        items, # The items from `get_items`
+    ) -> tuple:
         "Indices of the training items and of the others (validation), from the annotation files' own splits"
         splits = [self.get_split(o) for o in items]
         return L(i for i,s in enumerate(splits) if s=='train'), L(i for i,s in enumerate(splits) if s!='train')
@@ -280,7 +286,12 @@ def _guess_split(fn) -> str|None:
     n = Path(fn).stem.lower()
     return next((s for k,s in (('train','train'), ('val','valid'), ('test','test')) if k in n), None)
 
-def kinetics_name(youtube_id:str, start, end, ext:str='.mp4') -> str:
+def kinetics_name(
+    youtube_id:str, # The row's `youtube_id`
+    start, # `time_start` in seconds
+    end, # `time_end` in seconds
+    ext:str='.mp4', # The extension of the clip files
+) -> str:
     "The clip file name of a Kinetics row: `{youtube_id}_{start:06d}_{end:06d}.mp4`"
     return f'{youtube_id}_{int(float(start)):06d}_{int(float(end)):06d}{ext}'
 
@@ -310,7 +321,9 @@ def read_kinetics_csv(
             recs.append(AnnotationRecord(f'{lbl}/{name}' if lbl else name, lbl, _norm_split(s, src), src))
     return recs
 
-def ssv2_class(template:str) -> str:
+def ssv2_class(
+    template:str, # An entry's `template`, e.g. 'Pushing [something] from left to right'
+) -> str:
     "Something-Something v2's class name of a template: the template without its brackets"
     return template.replace('[', '').replace(']', '')
 

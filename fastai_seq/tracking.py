@@ -108,7 +108,9 @@ def _hub():
                                           "pip install 'fastai_seq[hub]'") from None
     return huggingface_hub
 
-def seq_hub_config(learn:Learner) -> dict:
+def seq_hub_config(
+    learn:Learner, # A sequence learner (from `seq_learner`)
+) -> dict:
     "What a sequence learner is, for the repo's config.json: arch, task, input shape, classes, library versions"
     from . import __version__
     import fastai
