@@ -17,6 +17,7 @@ from fastai.data.transforms import Normalize
 from fastai.vision.data import get_grid
 from fastai.distributed import DistributedDL
 from fastai.callback.core import CancelFitException
+import fastai.callback.progress  # noqa: F401 (`Learner.no_bar`, used by `forecast_report`)
 from fastai.torch_core import find_bs
 from fastai.torch_core import Module
 from torch import nn
