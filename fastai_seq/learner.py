@@ -11,7 +11,7 @@ from fastai.imports import dispatch, plt
 from fastai.torch_core import TensorBase, TensorCategory, trainable_params
 from fastai.losses import MSELossFlat, CrossEntropyLossFlat
 from fastai.metrics import accuracy
-from fastai.learner import Learner
+from fastai.learner import Learner, Metric
 from fastai.callback.core import Callback
 from fastai.data.transforms import Normalize
 from fastai.vision.data import get_grid
@@ -21,6 +21,7 @@ import fastai.callback.progress  # noqa: F401 (`Learner.no_bar`, used by `foreca
 from fastai.torch_core import find_bs
 from fastai.torch_core import Module
 from torch import nn
+import torch.nn.functional as F
 from pathlib import Path
 from .core import ImageSeq, ImageTuple
 from .data import LoadFrames, show_batch
@@ -29,7 +30,7 @@ from .metrics import frame_ssim, get_norm_stats, _as_seq, _stat, _targ_normalise
 from .registry import arch_info, infer_task, create_seq_model, model_kwargs_from_dls, list_archs
 
 __all__ = ['seq_learner', 'pretrained_defaults', 'ReleaseLossGrad', 'default_metrics', 'ClipEvaluation', 'aggregate_clips', 'show_results',
-           'plot_top_losses', 'ForecastReport', 'Rollout', 'TimeBudget']
+           'plot_top_losses', 'ForecastReport', 'Rollout', 'TimeBudget', 'PixelLevelsLoss', 'SeqDice']
 
 _learner_args = set(inspect.signature(Learner.__init__).parameters) - {'self', 'dls', 'model'}
 
@@ -73,6 +74,8 @@ def seq_learner(
     for k,v in pre.items():  # the arch's fine-tuning recipe (body, pooling, lr) fills what the caller left out
         if k in builder_args: kwargs.setdefault(k, v)
         elif k=='lr': lrn_kw.setdefault('lr', v)
+    if task=='forecast' and getattr(loss_func, 'out_ch', None) and isinstance(arch, str):
+        kwargs.setdefault('out_ch', loss_func.out_ch)   # a per-pixel classification loss: K logits a pixel
     model = create_seq_model(arch, dls, **kwargs)
     shape = model_kwargs_from_dls(dls, task)
     if info is not None:
@@ -86,7 +89,7 @@ def seq_learner(
     if normalize and stats is not None and pretrained and _find_normalize(dls) is None and len(stats[0])==shape['channels']:
         dls.add_tfms([Normalize.from_stats(*stats)], 'after_batch')
     if loss_func is None: loss_func = MSELossFlat() if task=='forecast' else CrossEntropyLossFlat()
-    if metrics is None: metrics = default_metrics(task, shape.get('n_classes'))
+    if metrics is None: metrics = getattr(loss_func, 'metrics', None) or default_metrics(task, shape.get('n_classes'))
     lrn_kw['cbs'] = L(lrn_kw.get('cbs')) + [ReleaseLossGrad()]
     learn = Learner(dls, model, loss_func=loss_func, metrics=metrics, **lrn_kw)
     learn.arch, learn.task, learn.seq_shape = ifnone(getattr(info, 'name', None), arch), task, shape
@@ -407,3 +410,59 @@ class TimeBudget(Callback):
         if not self.training: return
         self.n += find_bs(self.learn.yb)
         if self._clock()-self.t0 > self.budget: raise CancelFitException()
+
+class PixelLevelsLoss:
+    "The moving_mnist package's cross-entropy recipe: each pixel of the `[0,1]` target frames is a class (on/off at `th`, or `n_levels` gray levels)"
+    # The model predicts `n_levels` logits a pixel, `(B,T,n_levels,H,W)`; `decodes` turns them back into frames (the
+    # level of the argmax, in [0,1]), so `show_results`, `predict` and `get_preds(with_decoded=True)` show decoded frames.
+    def __init__(self,
+        n_levels:int=2, # 2: binarised frames (the package's recipe); K > 2: K evenly spaced gray levels, nearest one
+        th:float=0.7, # With `n_levels=2`: a pixel is on above this (the package's `th`)
+        weight=None, # Class weights for `F.cross_entropy` (e.g. to weigh the rare "on" pixels more)
+    ):
+        if n_levels<2: raise ValueError(f"n_levels must be >= 2, got {n_levels}")
+        self.n_levels,self.th,self.weight = n_levels,th,weight
+        self.out_ch = n_levels
+    @property
+    def metrics(self) -> list: return [SeqDice(self)]
+    def encode(self, y:Tensor) -> Tensor:
+        "Class indices `(B,T,H,W)` of `[0,1]` frames `(B,T,1,H,W)`"
+        y = _as_seq(y, 'targ')
+        if y.shape[2]!=1: raise ValueError(f"PixelLevelsLoss takes 1-channel target frames, got {y.shape[2]} channels")
+        y = y[:, :, 0]
+        if self.n_levels==2: return (y>self.th).long()
+        return (y.clamp(0, 1)*(self.n_levels-1)).round().long()
+    def __call__(self, pred, targ) -> Tensor:
+        p = _as_seq(pred, 'pred')
+        if p.shape[2]!=self.n_levels: raise ValueError(f"PixelLevelsLoss({self.n_levels}) needs {self.n_levels} logits a pixel "
+                                                       f"(B,T,{self.n_levels},H,W), got {tuple(p.shape)}: build the model with out_ch={self.n_levels}")
+        w = None if self.weight is None else torch.as_tensor(self.weight, dtype=p.dtype, device=p.device)
+        return F.cross_entropy(p.flatten(0, 1), self.encode(targ).to(p.device).flatten(0, 1), weight=w)
+    def activation(self, x): return x
+    def decodes(self, x) -> Tensor:
+        "Logits `(B,T,K,H,W)` -> frames `(B,T,1,H,W)`: the level of the most likely class, in [0,1]"
+        return ImageSeq(_as_seq(x, 'pred').argmax(2, keepdim=True).float()/(self.n_levels-1))
+    def __repr__(self): return f'PixelLevelsLoss(n_levels={self.n_levels}, th={self.th})'
+
+class SeqDice(Metric):
+    "Dice overlap of the predicted and target foreground pixels (level > 0) of each sequence, averaged over sequences (fastai's `Dice` is for masks)"
+    def __init__(self,
+        loss:PixelLevelsLoss=None, # Its encoding of the targets; default `PixelLevelsLoss()` (on above 0.7)
+        eps:float=1., # Smoothing: a sequence with no foreground at all scores 1
+    ):
+        self.loss,self.eps = (loss or PixelLevelsLoss()),eps
+        self.reset()
+    def reset(self): self.total,self.count = 0.,0
+    def per_sample(self, pred, targ) -> Tensor:
+        "The Dice of each sequence of the batch"
+        p = _as_seq(pred, 'pred').argmax(2)>0
+        t = (self.loss.encode(targ)>0).to(p.device)
+        inter = (p&t).flatten(1).sum(1).float()
+        return (2*inter+self.eps)/(p.flatten(1).sum(1)+t.flatten(1).sum(1)+self.eps)
+    def accumulate(self, learn):
+        with torch.no_grad(): v = self.per_sample(learn.pred, learn.y)
+        self.total += v.sum().item(); self.count += v.numel()
+    @property
+    def value(self): return self.total/self.count if self.count else None
+    @property
+    def name(self): return 'dice'

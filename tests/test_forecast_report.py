@@ -144,3 +144,39 @@ def test_predict_n_out_and_forecast(mm):
     f = learn.forecast(item.float()[:, None]/255, 2*N_OUT)
     assert f.shape==(2*N_OUT, 1, SIZE, SIZE) and torch.allclose(f, pred2, atol=1e-6)
     assert learn.forecast(torch.stack([item.float()[:, None]/255]*2), 5).shape==(2, 5, 1, SIZE, SIZE)
+
+# ------------------------------------------------------------------------------------------------ cross-entropy recipe
+def test_pixel_levels_loss_and_dice():
+    from fastai_seq.learner import PixelLevelsLoss, SeqDice
+    y = torch.tensor([0., .5, .71, 1.]).view(1, 1, 1, 2, 2)
+    assert PixelLevelsLoss().encode(y).flatten().tolist()==[0, 0, 1, 1]
+    assert PixelLevelsLoss(5).encode(y).flatten().tolist()==[0, 2, 3, 4]
+    logits = torch.zeros(1, 1, 5, 2, 2); logits[0, 0, [0, 2, 3, 4], [0, 0, 1, 1], [0, 1, 0, 1]] = 5.
+    assert torch.equal(PixelLevelsLoss(5).decodes(logits).flatten(), torch.tensor([0., .5, .75, 1.]))
+    l2 = torch.zeros(1, 1, 2, 2, 2); l2[0, 0, 1, 1, :] = 1.; l2[0, 0, 1, 0, 0] = 1.   # predicted on: 3 pixels, 2 of them right
+    assert torch.allclose(SeqDice(eps=0).per_sample(l2, y), torch.tensor([2*2/(3+2)]))
+    with pytest.raises(ValueError, match='out_ch=2'): PixelLevelsLoss()(torch.zeros(1, 1, 1, 2, 2), y)
+
+def test_cross_entropy_recipe_learns_and_shows(tmp_path):
+    from fastai.callback.schedule import fit_one_cycle  # noqa: F401
+    from fastai.callback.progress import ProgressCallback  # noqa: F401 (no_bar)
+    from fastai_seq.learner import PixelLevelsLoss
+    dls = moving_mnist_dls(3, 2, n_train=64, n_valid=16, size=SIZE, bs=8)
+    torch.manual_seed(0)
+    learn = seq_learner(dls, 'convgru', loss_func=PixelLevelsLoss(2, th=0.7), szs=(8, 16), stem=(8,))
+    assert learn.model.head.module[-1][0].out_channels==2*4 and [m.name for m in learn.metrics]==['dice']
+    before = learn.validate()[0]
+    assert abs(before-np.log(2))<1e-4   # zero-initialised head: both classes equally likely
+    with learn.no_bar(): learn.fit_one_cycle(3, 3e-3)
+    after = learn.validate()[0]
+    assert after<0.6*before
+    learn.show_results(max_n=2)
+    import matplotlib.pyplot as plt
+    axs = [ax for ax in plt.gcf().axes if ax.get_images()]
+    assert len(axs)==6   # input, target, prediction strips of 2 samples
+    for ax in axs[2::3]:   # the predictions are decoded frames: every pixel on or off
+        a = np.asarray(ax.get_images()[0].get_array(), dtype=float)
+        assert set(np.unique(a).tolist())<={0., a.max()} and a.max() in (0., 1., 255.)
+    assert len(np.unique(np.asarray(axs[0].get_images()[0].get_array())))>2   # the input frames are gray
+    _,pred,raw = learn.predict(torch.from_numpy(MovingMNIST(n_in=3, n_out=2, size=SIZE).valid_set(1)[0, :3]))
+    assert pred.shape==(2, 1, SIZE, SIZE) and raw.shape==(2, 2, SIZE, SIZE)

@@ -161,6 +161,7 @@ class ConvGRUNet(Module):
         act_cls=defaults.activation, # Activation of the convs
         norm_type=NormType.Batch, # Norm of the convs (the cells use `GroupNorm`)
         rnn_norm:bool=True, # `GroupNorm` inside the ConvGRU cells
+        out_ch:int=None, # Channels of the output frames (default `channels`; K logits a pixel for `PixelLevelsLoss(K)`)
     ):
         store_attr('channels,n_out,szs,stem')
         self.stride = 2**(len(stem)+len(szs))
@@ -178,7 +179,7 @@ class ConvGRUNet(Module):
         # then the stem mirrored, its last doubling a sub-pixel conv straight to the frames (a full-resolution conv costs a lot)
         tail = szs[:1]+stem[::-1]
         self.head = TimeDistributed(nn.Sequential(*[up(ni, nf) for ni,nf in zip(tail[:-1], tail[1:])],
-                                                  SubPixelHead(tail[-1], channels)))
+                                                  SubPixelHead(tail[-1], out_ch or channels)))
 
     def encode(self, x:Tensor) -> list:
         "The last state of each recurrent encoder stage"
