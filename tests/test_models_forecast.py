@@ -27,7 +27,7 @@ def build(arch, n_in=4, n_out=3, channels=1, size=(16,16), **kwargs):
     return arch_info(arch).builder(n_in=n_in, n_out=n_out, channels=channels, size=size, **kwargs)
 
 def test_registry_has_the_forecasting_archs():
-    assert {'unet', 'convgru', 'convlstm', 'phydnet', 'simvp'} <= set(ARCHS)
+    assert {'unet', 'convgru', 'convlstm', 'phydnet', 'simvp', 'seq2seq'} <= set(ARCHS)
     for a in ARCHS:
         info = arch_info(a)
         assert info.task=='forecast' and info.doc and 'lr' in info.defaults
@@ -99,7 +99,7 @@ def test_splitter_covers_all_params(arch):
     ids = [id(p) for g in groups for p in g]
     assert len(ids) == len(set(ids)) and set(ids) == {id(p) for p in m.parameters()}
 
-@pytest.mark.parametrize('arch', ['convgru', 'convlstm', 'phydnet', 'simvp'])
+@pytest.mark.parametrize('arch', ['convgru', 'convlstm', 'phydnet', 'simvp', 'seq2seq'])
 def test_bad_frame_size_is_a_clear_error(arch):
     m = build(arch)
     with pytest.raises(ValueError, match='divisible'): m(torch.rand(1, 4, 1, 18, 18))

@@ -3,5 +3,6 @@ from .convrnn import *
 from .unet import *
 from .phydnet import *
 from .simvp import *
+from .seq2seq import *
 from .classify import *
 from .kinetics import *
