@@ -256,7 +256,8 @@ class _ReportCallback(Callback):
         if isinstance(dl, DistributedDL): dl = dl.dl
         mean,std = get_norm_stats(dl)
         undo = lambda o: o if mean is None else o*_stat(std, o) + _stat(mean, o)
-        p,t = _as_seq(self.learn.pred, 'pred'),_as_seq(self.learn.y, 'targ').to(_as_seq(self.learn.pred, 'pred').device)
+        p = _as_seq(self.learn.pred, 'pred')
+        t = _as_seq(self.learn.y, 'targ').to(p.device)
         if p.shape!=t.shape: raise ValueError(f"forecast_report: predictions {tuple(p.shape)} and targets {tuple(t.shape)} differ in shape")
         if _targ_normalised(dl): p,t = undo(p),undo(t)
         preds = {'model': p}
