@@ -19,7 +19,8 @@ from .data import IntToFloatSeq
 
 __all__ = ['DigitsError', 'load_mnist_digits', 'load_mnist', 'embedded_digits', 'MovingMNIST', 'ImageTupleTransform',
            'MovingMNISTFrames', 'MovingMNISTDL',
-           'moving_mnist_dls', 'MOTIONS', 'make_moving_videos', 'load_moving_mnist', 'MovingMNISTFile', 'moving_mnist_test_dl']
+           'moving_mnist_dls', 'MOTIONS', 'make_moving_videos', 'load_moving_mnist', 'MovingMNISTFile', 'moving_mnist_test_dl',
+           'srivastava_positions']
 
 class DigitsError(SeqError):
     "A digit source that cannot be read: the message names the file and lists the accepted formats"
@@ -541,6 +542,8 @@ def moving_mnist_dls(
 # for a given random draw are not identical pixel for pixel. The tutorial's generator draws each velocity component
 # uniform in [0,1) (so digits only start moving down-right) and steps by 0.2 of the travel: up to 7.2 px a frame along
 # each axis, twice the standard speed, which makes its sequences a different (harder) task.
+# `MovingMNIST.srivastava(n)` (and `to_npy(..., srivastava=True)`) makes sequences with their construction exactly (step
+# first, clamp, truncate; tested against a line-by-line port of their loops), for numbers comparable bit for bit.
 
 _MM_HELP = ("Moving MNIST files are uint8 arrays of shape (20, N, 64, 64) (the standard mnist_test_seq.npy, time-major) or "
             "(N, 20, 64, 64) (sequence-major); write one with MovingMNIST(...).to_npy(fn, n).")
@@ -580,11 +583,49 @@ def load_moving_mnist(
         raise DigitsError(f"{fn}: dtype {a.dtype}, expected uint8.{hint} {_MM_HELP}")
     return a.transpose(1, 0, 2, 3) if _mm_layout(a, fn, layout)=='TN' else a
 
+def srivastava_positions(
+    n:int, # Trajectories (one per digit)
+    T:int, # Frames
+    travel:float, # Room the digit leaves, in pixels (36 for 28x28 digits in 64x64)
+    step:float=0.1, # Step per frame as a fraction of `travel` (their `step_length_`)
+    rng=None, # A `np.random.Generator` or seed: draws `y`, `x`, then `theta`, `n` values each
+) -> np.ndarray:
+    "Integer top-left positions `(n,T,2)` (y,x) exactly as Srivastava et al.'s `GetRandomTrajectory`: step first, clamp at the walls, truncate"
+    rng = np.random.default_rng(rng)
+    y,x = rng.random(n),rng.random(n)
+    theta = rng.random(n)*2*np.pi
+    vy,vx = np.sin(theta),np.cos(theta)
+    out = np.zeros((T, 2, n))
+    for i in range(T):
+        y += vy*step; x += vx*step
+        for p,v in ((x, vx), (y, vy)):   # their order of checks: x <= 0, x >= 1, y <= 0, y >= 1
+            m = p<=0; p[m] = 0; v[m] = -v[m]
+            m = p>=1.0; p[m] = 1.0; v[m] = -v[m]
+        out[i, 0],out[i, 1] = y,x
+    return (travel*out).astype(np.int32).transpose(2, 0, 1).astype(np.intp)
+
+@patch
+def srivastava(self:MovingMNIST,
+    n:int, # Sequences
+    rng=None, # A `np.random.Generator` or seed
+) -> np.ndarray:
+    "`n` sequences uint8 `(n,n_frames,size,size)` made as Srivastava et al.'s generator makes them (their trajectories, max-combined digits)"
+    rng = np.random.default_rng(rng)
+    h,w = self.digits.shape[1:]
+    if h!=w or self.travel[0]!=self.travel[1]: raise ValueError("Srivastava et al.'s construction is for square digits in a square canvas.")
+    K = self.max_digits
+    step = round(self.speed/float(self.travel[0]), 12)   # 0.1 exactly by default, as theirs
+    pos = srivastava_positions(n*K, self.n_frames, float(self.travel[0]), step, rng)
+    pos = pos.reshape(n, K, self.n_frames, 2).transpose(0, 2, 1, 3)   # their trajectory j*K+k is digit k of sequence j
+    p = self.sample(n, rng)   # digit indices and counts, drawn after the trajectories
+    return _paste_digits(np.zeros((n, self.n_frames, self.size, self.size), np.uint8), self.digits, p['idx'], np.ascontiguousarray(pos))
+
 @patch
 def to_npy(self:MovingMNIST,
     fn:str|Path, # The `.npy` file to write
     n:int=10_000, # Number of sequences
     layout:str='TN', # 'TN': time-major `(T,n,H,W)` like `mnist_test_seq.npy`; 'NT': `(n,T,H,W)`
+    srivastava:bool=False, # Make the sequences with Srivastava et al.'s construction (`MovingMNIST.srivastava`) instead of ours
 ) -> Path:
     "Write `n` sequences of `n_in+n_out` frames in the layout of the standard `mnist_test_seq.npy`: a test set apart from training and validation"
     if layout not in ('TN', 'NT'): raise ValueError(f"layout must be 'TN' (the standard file) or 'NT', got {layout!r}")
@@ -594,7 +635,8 @@ def to_npy(self:MovingMNIST,
     T,S = self.n_frames, self.size
     out = np.lib.format.open_memmap(fn, mode='w+', dtype=np.uint8, shape=(T, n, S, S) if layout=='TN' else (n, T, S, S))
     for c in range(-(-n//self.chunk)):   # split 2: a random stream of its own, disjoint from training (0) and validation (1)
-        s = self._gen_chunk(2, 0, c)[:n-c*self.chunk]
+        s = (self.srivastava(self.chunk, np.random.default_rng([int(self.seed), 2, 0, c])) if srivastava else
+             self._gen_chunk(2, 0, c))[:n-c*self.chunk]
         if layout=='TN': out[:, c*self.chunk:c*self.chunk+len(s)] = s.transpose(1, 0, 2, 3)
         else: out[c*self.chunk:c*self.chunk+len(s)] = s
     out.flush(); del out

@@ -180,3 +180,33 @@ def test_cross_entropy_recipe_learns_and_shows(tmp_path):
     assert len(np.unique(np.asarray(axs[0].get_images()[0].get_array())))>2   # the input frames are gray
     _,pred,raw = learn.predict(torch.from_numpy(MovingMNIST(n_in=3, n_out=2, size=SIZE).valid_set(1)[0, :3]))
     assert pred.shape==(2, 1, SIZE, SIZE) and raw.shape==(2, 2, SIZE, SIZE)
+
+def test_srivastava_construction_bit_for_bit():
+    "`MovingMNIST.srivastava` against a line-by-line port of Srivastava et al.'s `GetRandomTrajectory` and `GetBatch`"
+    mm = MovingMNIST(n_digits=2, seed=0)
+    n,K,T,S,D = 3,2,mm.n_frames,64,28
+    rng = np.random.default_rng(5)
+    # --- their code, loops and all (digits from our generator's stream, drawn after the trajectories)
+    b = n*K
+    y,x = rng.random(b),rng.random(b)
+    theta = rng.random(b)*2*np.pi
+    v_y,v_x = np.sin(theta),np.cos(theta)
+    start_y,start_x = np.zeros((T, b)),np.zeros((T, b))
+    for i in range(T):
+        y += v_y*0.1; x += v_x*0.1
+        for j in range(b):
+            if x[j]<=0: x[j] = 0; v_x[j] = -v_x[j]
+            if x[j]>=1.0: x[j] = 1.0; v_x[j] = -v_x[j]
+            if y[j]<=0: y[j] = 0; v_y[j] = -v_y[j]
+            if y[j]>=1.0: y[j] = 1.0; v_y[j] = -v_y[j]
+        start_y[i],start_x[i] = y,x
+    start_y,start_x = ((S-D)*start_y).astype(np.int32),((S-D)*start_x).astype(np.int32)
+    idx = mm.sample(n, rng)['idx']
+    ref = np.zeros((n, T, S, S), np.uint8)
+    for j in range(n):
+        for k in range(K):
+            for i in range(T):
+                top,left = start_y[i, j*K+k],start_x[i, j*K+k]
+                ref[j, i, top:top+D, left:left+D] = np.maximum(ref[j, i, top:top+D, left:left+D], mm.digits[idx[j, k]])
+    assert np.array_equal(mm.srivastava(n, 5), ref)
+    assert (ref[:, 0].reshape(n, -1).max(1)>0).all() and (start_x==0).any()   # digits drawn; some hit a wall
