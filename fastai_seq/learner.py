@@ -397,7 +397,7 @@ def forecast(self:Learner,
     return y[0] if one else y
 
 class TimeBudget(Callback):
-    "Train for `budget` seconds: the one-cycle schedule's progress is the time spent, so the learning rate anneals exactly on time"
+    "Train for `budget` seconds at most: the one-cycle schedule's progress is the time spent (or the epochs done, if they end first)"
     order = 55  # before `ParamScheduler` (60) reads `pct_train`
     def __init__(self,
         budget:float, # Training seconds (validation included)
@@ -406,7 +406,10 @@ class TimeBudget(Callback):
         import time
         self.t0,self.n,self._clock = time.perf_counter(),0,time.perf_counter
     def before_batch(self):
-        if self.training: self.learn.pct_train = min((self._clock()-self.t0)/self.budget, 1.)
+        # the time spent, or the share of the epochs done when they end first: the schedule anneals on either
+        if self.training:
+            done = self.learn.train_iter/max(1, self.learn.n_epoch*self.learn.n_iter)
+            self.learn.pct_train = min(max((self._clock()-self.t0)/self.budget, done), 1.)
     def after_batch(self):
         if not self.training: return
         self.n += find_bs(self.learn.yb)

@@ -210,3 +210,25 @@ def test_srivastava_construction_bit_for_bit():
                 ref[j, i, top:top+D, left:left+D] = np.maximum(ref[j, i, top:top+D, left:left+D], mm.digits[idx[j, k]])
     assert np.array_equal(mm.srivastava(n, 5), ref)
     assert (ref[:, 0].reshape(n, -1).max(1)>0).all() and (start_x==0).any()   # digits drawn; some hit a wall
+
+def test_time_budget_schedule():
+    "The schedule follows the clock, or the epochs when they end first; fitting stops once the budget is spent"
+    from fastai.callback.schedule import fit_one_cycle  # noqa: F401
+    from fastai.callback.progress import ProgressCallback  # noqa: F401
+    from fastai.callback.core import Callback
+    from fastai_seq.learner import TimeBudget
+    class Rec(Callback):
+        order = 70
+        def before_fit(self): self.pcts = []
+        def before_batch(self):
+            if self.training: self.pcts.append(self.learn.pct_train)
+    dls = moving_mnist_dls(2, 1, n_train=32, n_valid=8, size=SIZE, bs=8)
+    for budget,n_ep in ((1e6, 2), (45, 50)):
+        clock = iter(range(0, 10_000, 10))   # a fake clock: 10 "seconds" a reading, one before and one after each batch
+        learn = seq_learner(dls, 'convgru', szs=(8,), stem=(), metrics=[])
+        tb,rec = TimeBudget(budget),Rec()
+        learn.add_cbs([tb, rec])
+        tb.before_fit = lambda: (setattr(tb, 't0', 0), setattr(tb, 'n', 0), setattr(tb, '_clock', lambda: next(clock)))
+        with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(n_ep, 1e-3)
+        if budget==1e6: assert np.allclose(rec.pcts, np.arange(8)/8)   # 2 epochs of 4 batches: the epochs lead
+        else: assert np.allclose(rec.pcts, [0, 20/45, 40/45]) and tb.n==3*8   # the clock leads; the 3rd batch ends at 50 > 45 s
