@@ -2,7 +2,7 @@
 
 Run: `python benchmarks/precision.py [--steps 6]`, and again as `ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/precision.py`
 to see an AVX2-only CPU. The model is the UCF101 tutorial's kind (a CNN per frame, an LSTM over time: `frames_lstm`
-with a resnet18 body, 8 frames of 64x64, batch 8). Rows: float32; `to_bf16()`/`to_fp16()` as fastai_seq decides by
+with a resnet18 body, 8 frames of 64x64, batch 4). Rows: float32; `to_bf16()`/`to_fp16()` as fastai_seq decides by
 default (autocast only where the CPU is native); and forced bf16 autocast (`FASTAI_SEQ_CPU_AMP=1`), what plain CPU
 autocast would cost (forced float16 is left out: without AMX-FP16 its convolutions run 100x+ slower than float32). Steps are interleaved across the rows, medians of wall time; the ratio is against float32.
 """
@@ -14,7 +14,7 @@ from fastai.torch_core import TensorCategory
 from fastai_seq.all import ImageSeq, seq_learner
 from fastai_seq.precision import cpu_amp_native
 
-def make_dls(n:int=16, bs:int=8, t:int=8, size:int=64) -> DataLoaders:
+def make_dls(n:int=8, bs:int=4, t:int=8, size:int=64) -> DataLoaders:
     g = torch.Generator().manual_seed(0)
     items = [(ImageSeq(torch.rand(t, 3, size, size, generator=g)), TensorCategory(i%4)) for i in range(n)]
     dls = DataLoaders(DataLoader(items, bs=bs, shuffle=True), DataLoader(items[:bs], bs=bs))
@@ -28,7 +28,7 @@ def make_learner(mode:str):
     return learn
 
 def step_time(learn, force:bool) -> float:
-    "Wall time of one epoch of training (2 steps) with `FASTAI_SEQ_CPU_AMP` set as asked"
+    "Wall time of one epoch of training (2 steps, and a validation batch) with `FASTAI_SEQ_CPU_AMP` set as asked"
     old = os.environ.pop('FASTAI_SEQ_CPU_AMP', None)
     if force: os.environ['FASTAI_SEQ_CPU_AMP'] = '1'
     try:
@@ -60,5 +60,5 @@ def main(steps:int):
 
 if __name__ == '__main__':
     p = argparse.ArgumentParser()
-    p.add_argument('--steps', type=int, default=5)
+    p.add_argument('--steps', type=int, default=3)
     main(p.parse_args().steps)
