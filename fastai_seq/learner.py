@@ -166,14 +166,14 @@ def plot_top_losses(x:ImageSeq, y:ImageSeq, samples, outs, raws, losses, nrows=N
     return axs
 
 class ClipEvaluation(NamedTuple):
-    "Multi-clip evaluation: accuracy of single clips, accuracy of videos (clip probabilities averaged), and the raw numbers"
+    "Multi-clip evaluation: accuracy of single views (clip x crop), accuracy of videos (view probabilities averaged), raw numbers"
     clip_accuracy: float
     video_accuracy: float
     probs: Tensor       # `(n_videos, n_classes)` averaged probabilities
-    clip_probs: Tensor  # `(n_clips, n_videos, n_classes)`
+    clip_probs: Tensor  # `(n_views, n_videos, n_classes)`: one row per clip and crop (clip-major)
     targets: Tensor     # `(n_videos,)`
     def __repr__(self): return (f'ClipEvaluation(clip_accuracy={self.clip_accuracy:.4f}, video_accuracy={self.video_accuracy:.4f}, '
-                                f'n_clips={len(self.clip_probs)}, n_videos={len(self.targets)})')
+                                f'n_views={len(self.clip_probs)}, n_videos={len(self.targets)})')
 
 def aggregate_clips(clip_probs:Tensor, targets:Tensor) -> ClipEvaluation:
     "Average `(n_clips,n_videos,n_classes)` probabilities over clips; score clips and videos against `targets`"

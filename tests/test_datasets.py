@@ -9,7 +9,7 @@ from fastai.learner import Learner, load_learner
 from fastai.losses import MSELossFlat
 from fastai_seq.core import ImageSeq, SeqError
 from fastai_seq.datasets import *
-from fastai_seq.datasets import _motion_clips
+from fastai_seq.datasets.motion_videos import _motion_clips
 from conftest import REPO
 
 # ------------------------------------------------------------------------------------------------------------- helpers

@@ -34,7 +34,7 @@ def _worker(out:Path):
     from fastai.distributed import teardown_distrib, rank0_first
     from fastai.metrics import accuracy
     from fastai_seq.all import TopKAccuracy, moving_mnist_dls, seq_learner, make_moving_videos, VideoBlock, get_video_files
-    from fastai_seq.datasets import _stores
+    from fastai_seq.datasets.moving_mnist import _stores
     from fastai_seq.distributed import on_rank0
     rank = rank_distrib()
     assert num_distrib()==2 and torch.distributed.is_available()
