@@ -30,6 +30,15 @@ def _close_figures():
     import matplotlib.pyplot as plt
     plt.close('all')
 
+@pytest.fixture(scope='module')
+def one_thread():
+    "Tiny models on a busy 2-core machine: one torch thread (restored after); a second one slows them, the video models ~20x"
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try: yield
+    finally: torch.set_num_threads(n)
+
 @pytest.fixture(autouse=True)
 def _global_torch_state():
     "A test that fails (or leaks) must not change later tests: restore CPU autocast, torch threads and the default dtype"

@@ -10,12 +10,7 @@ from fastai_seq.registry import list_archs, arch_info
 
 N_IN,N_OUT,SIZE = 4,3,32
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')   # conftest: one torch thread for this module
 
 @pytest.fixture(scope='module')
 def mm(): return MovingMNIST(n_in=N_IN, n_out=N_OUT, size=SIZE, seed=3, chunk=16)

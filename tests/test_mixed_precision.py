@@ -19,13 +19,7 @@ from fastai_seq.precision import cpu_amp_native, cpu_rnn_ok, float32_modules, _F
 ARCHS = list_archs()
 GPU = torch.cuda.is_available()
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    "Tiny models: threads gain nothing on a busy 2-core machine"
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')   # conftest: one torch thread for this module
 
 @pytest.fixture
 def force_amp(monkeypatch):

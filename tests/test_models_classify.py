@@ -17,13 +17,7 @@ from fastai_seq.models.kinetics import *
 ARCHS = list_archs(task='classify')
 KINETICS = ['r3d_18', 'mc3_18', 's3d', 'mvit_v2_s', 'swin3d_t']
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    "Tiny inputs: on a busy 2-core machine a second thread makes the video models ~20x slower, not faster"
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')   # conftest: one torch thread for this module
 
 def _build(arch, c=3, size=(32,32), n_frames=4, n_classes=5, **kwargs):
     return arch_info(arch).builder(n_frames=n_frames, n_classes=n_classes, channels=c, size=size, **kwargs)

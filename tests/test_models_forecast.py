@@ -14,13 +14,7 @@ from fastai_seq.models.phydnet import (PhyDNet, PhyDNetConstraintCallback, Teach
 
 ARCHS = list_archs(task='forecast')
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    "The models here are tiny: threads gain nothing, and OpenMP threads crawl on a busy machine"
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')   # conftest: one torch thread for this module
 
 def build(arch, n_in=4, n_out=3, channels=1, size=(16,16), **kwargs):
     torch.manual_seed(0)

@@ -26,13 +26,7 @@ def tiny_arch(*args, nf=512, **kwargs):
     return nn.Sequential(ConvLayer(3, 8, stride=2), ConvLayer(8, 16, stride=2), ConvLayer(16, nf, ks=1, stride=2),
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(nf, 10))
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    "Tiny models on a shared CPU: one torch thread (restored after) spends less time synchronising than it saves"
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try: yield
-    finally: torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')   # conftest: one torch thread for this module
 
 def _n_figures(): return len(plt.get_fignums())
 
