@@ -1,6 +1,7 @@
 """Clips per second through the full fastai pipeline (`VideoBlock`, `Resize`, batch augmentation) against a plain
 `torch.utils.data.DataLoader` calling the same decoder and resize, and against reading the same clips from frame folders.
-A row with decoder-side resize (`VideoBlock(size=...)`, no `Resize`), and the probes (file indexings) counted in
+`VideoBlock` lets the decoder do a leading `Resize` (`leading_resize`); a row with `decoder_resize=False` has fastai do
+it (the same work as the plain loader), one with `VideoBlock(size=...)` and no `Resize`; and the probes (file indexings) counted in
 a first and a second pass with 2 workers: the second must do none.
 Run: python benchmarks/pipeline.py [--copies 4] [--reps 3]"""
 import os, shutil, sys, tempfile, time
@@ -93,13 +94,16 @@ def main(copies:int=4, # Copies of each real clip in the benchmark set
             vdl = dl(VideoBlock, get_video_files, tmp/'videos', aug_transforms())
             vdl_noaug = dl(VideoBlock, get_video_files, tmp/'videos', None)
             vdl_dec = dl(partial(VideoBlock, size=SIZE), get_video_files, tmp/'videos', None, resize=False)
+            vdl_fastai = dl(partial(VideoBlock, decoder_resize=False), get_video_files, tmp/'videos', None)
             fdl = dl(SeqBlock, lambda p: folders, tmp/'frames', aug_transforms())
             r = _rates({'plain':(plain_it, len(files)), 'noaug':(lambda: vdl_noaug, len(files)), 'aug':(lambda: vdl, len(files)),
-                        'dec':(lambda: vdl_dec, len(files)), 'frames':(lambda: fdl, len(folders))}, reps)
+                        'dec':(lambda: vdl_dec, len(files)), 'fastai':(lambda: vdl_fastai, len(files)),
+                        'frames':(lambda: fdl, len(folders))}, reps)
             for k,what in (('plain', "plain torch DataLoader (decode + PIL resize)"),
-                           ('noaug', "fastai_seq VideoBlock + Resize (same work as the plain one)"),
-                           ('dec', "fastai_seq VideoBlock(size=...): decoder-side resize, no Resize"),
-                           ('aug', "fastai_seq VideoBlock + Resize + aug_transforms"),
+                           ('noaug', "fastai_seq VideoBlock + Resize (the decoder does the Resize: the default)"),
+                           ('fastai', "fastai_seq VideoBlock(decoder_resize=False) + Resize (fastai resizes: the plain one's work)"),
+                           ('dec', "fastai_seq VideoBlock(size=...), no Resize"),
+                           ('aug', "fastai_seq VideoBlock + Resize + aug_transforms (decoder resize)"),
                            ('frames', "fastai_seq SeqBlock on frame folders + Resize + aug_transforms")):
                 print(f"| {what} | {nw} | {r[k]:.1f} | {r['plain']/r[k]:.2f}x |")
         print(f"\nProbes (file indexings, counted in every process) with 2 workers, from an empty index: "

@@ -1,6 +1,6 @@
 "Blocks for sequences: `SeqBlock`, `VideoBlock`, frame samplers, sequence-aware batch transforms, `SeqSplit`, `show_batch`"
 from __future__ import annotations
-import json, os, random, tempfile, uuid, warnings, weakref
+import contextvars, json, os, random, tempfile, uuid, warnings, weakref
 from functools import partial
 from pathlib import Path
 import numpy as np, torch
@@ -16,14 +16,14 @@ from fastai.data.transforms import IntToFloatTensor, image_extensions
 from fastai.data.core import get_show_batch_func, TfmdDL
 from fastai.data.load import SkipItemException
 from fastai.vision.core import PILImage, PILImageBW
-from fastai.vision.augment import RandTransform, PadMode, _init_mat, affine_grid, _grid_sample
+from fastai.vision.augment import RandTransform, PadMode, Resize, _init_mat, affine_grid, _grid_sample
 from fastai.vision.data import get_grid
 from .core import ImageTuple, ImageSeq, ImageSeqBW, SeqError, ls_sorted
 from .video import read_frames, video_info, VideoError, VIDEO_EXTS, _too_many_pixels, _BIGGER, _index_files
 
 __all__ = ['SAMPLERS', 'SHORT_POLICIES', 'ON_ERROR', 'MAX_PIXELS', 'sample_indices', 'clip_indices', 'SkippedItem',
            'SkippedItemWarning', 'SkipLog', 'LoadFrames', 'StackFrames', 'IntToFloatSeq', 'SeqDL', 'SeqBlock', 'VideoBlock',
-           'SeqSplit', 'seq_frames_count', 'show_batch']
+           'SeqSplit', 'seq_frames_count', 'leading_resize', 'show_batch']
 
 SAMPLERS = ('uniform', 'random', 'first', 'all', 'auto')
 SHORT_POLICIES = ('loop', 'pad', 'error')
@@ -142,7 +142,7 @@ class SkipLog:
 class LoadFrames(RandTransform):
     "Load the sampled frames of a video file, a frame folder, a list of frames or an array, as an `ImageTuple` or `ImageSeq`"
     split_idx,order = None,0
-    on_error,max_pixels,_probe,_skip_log,rotate,size = 'raise',MAX_PIXELS,False,None,True,None  # defaults for transforms pickled before these existed
+    on_error,max_pixels,_probe,_skip_log,rotate,size,decoder_resize = 'raise',MAX_PIXELS,False,None,True,None,True  # defaults for transforms pickled before these existed
     def __init__(self,
         n_frames:int=None, # Frames per sample; None for all
         sampler:str='uniform', # 'uniform', 'random', 'first', 'all' or 'auto' (random for training, uniform otherwise)
@@ -155,13 +155,14 @@ class LoadFrames(RandTransform):
         size:int|tuple=None, # Scale video frames in the decoder to `size` (`(h,w)` or int), as `Resize(size, ...)` would
         resize_method:str='crop', # With `size`: a `ResizeMethod` ('crop': random crop in training, centre otherwise)
         pad_mode:str='reflection', # With `size` and `resize_method='pad'`: a `PadMode`
+        decoder_resize:bool=True, # Without `size`: let the decoder do a leading `Resize` of the item transforms (`leading_resize`)
     ):
         if sampler not in SAMPLERS: raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
         if short not in SHORT_POLICIES: raise ValueError(f"short must be one of {SHORT_POLICIES}, got {short!r}")
         if channels not in (1,3): raise ValueError(f"channels must be 1 or 3, got {channels}")
         if on_error not in ON_ERROR: raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         super().__init__()
-        store_attr('n_frames,sampler,short,stride,channels,on_error,max_pixels,rotate,size,resize_method,pad_mode')
+        store_attr('n_frames,sampler,short,stride,channels,on_error,max_pixels,rotate,size,resize_method,pad_mode,decoder_resize')
         self.pil_cls = PILImageBW if channels==1 else PILImage
         self._split,self.clip = None,None  # `clip=(k,n)`: read the k-th of n evenly spread clips (multi-clip evaluation)
         self._skip_log = SkipLog()
@@ -201,9 +202,11 @@ class LoadFrames(RandTransform):
 
     def _resize_kw(self) -> dict:
         "`read_frames` arguments of the decoder-side resize: one crop position per item, drawn as fastai's `Resize` does"
-        if self.size is None: return {}
+        size, method, pad_mode = self.size, self.resize_method, self.pad_mode
+        if size is None and self.decoder_resize: size, method, pad_mode = _DECODER_RESIZE.get() or (None, None, None)
+        if size is None: return {}
         pcts = (0.5,0.5) if self._split else (random.random(),random.random())
-        return dict(size=self.size, method=str(self.resize_method), pad_mode=str(self.pad_mode), crop_pos=pcts)
+        return dict(size=size, method=str(method), pad_mode=str(pad_mode), crop_pos=pcts)
 
     def _pil(self, a) -> Image.Image:
         img = Image.fromarray(a)
@@ -344,6 +347,20 @@ def _loader_at(dataset, pos) -> LoadFrames|None:
     fs = [f for f in getattr(getattr(tl, 'tfms', None), 'fs', []) if isinstance(f, LoadFrames)]
     return fs[0] if fs else None
 
+# The `Resize` the `SeqDL` loading an item lets the video decoder do (in this thread): `(size (h,w), method, pad_mode)`
+_DECODER_RESIZE = contextvars.ContextVar('fastai_seq_decoder_resize', default=None)
+
+def leading_resize(dl) -> tuple|None:
+    "`(size, method, pad_mode)` of a plain `Resize` that comes first in `dl`'s item transforms (None if there is none)"
+    # done by the decoder (swscale during the RGB conversion, `read_frames(size=...)`), the frames reach that `Resize`
+    # at its size, where it changes nothing: same shapes, pixels within the test's tolerance, less than half the time
+    for t in getattr(getattr(dl, 'after_item', None), 'fs', []):
+        if type(t) is not Resize: return None
+        if t.split_idx is not None or tuple(t.resamples)[:1] != (Image.BILINEAR,): return None
+        w, h = t.size
+        return (h, w), str(t.method), str(t.pad_mode)
+    return None
+
 class SeqDL(TfmdDL):
     "A `TfmdDL` that replaces items skipped under `on_error='skip'` by the next loadable item and warns once per pass"
     def create_item(self, s):
@@ -368,7 +385,12 @@ class SeqDL(TfmdDL):
             raise x from None
 
     def _replaced(self, s, f):
-        "`f(s)`, or, if item `s` was skipped, `f` of the first loadable item after it"
+        "`f(s)`, or, if item `s` was skipped, `f` of the first loadable item after it (videos decoded to `leading_resize`)"
+        tok = _DECODER_RESIZE.set(leading_resize(self))
+        try: return self._first_loadable(s, f)
+        finally: _DECODER_RESIZE.reset(tok)
+
+    def _first_loadable(self, s, f):
         try: return f(s)
         except SkippedItem as e:
             if not self.indexed: raise
@@ -435,10 +457,11 @@ def VideoBlock(
     size:int|tuple=None, # Scale frames while decoding (faster than `item_tfms=Resize(size)`, which it replaces)
     resize_method:str='crop', # With `size`: a `ResizeMethod`, as `Resize`'s `method`
     pad_mode:str='reflection', # With `size` and `resize_method='pad'`: a `PadMode`
+    decoder_resize:bool=True, # Without `size`: the decoder does a leading `item_tfms=Resize(...)` (False: fastai does it)
 ):
     "A `TransformBlock` for video files, decoded with PyAV: only the sampled frames are decoded"
     return TransformBlock(type_tfms=LoadFrames(n_frames, sampler, short, stride, channels, on_error, max_pixels, rotate,
-                                               size, resize_method, pad_mode),
+                                               size, resize_method, pad_mode, decoder_resize),
                           item_tfms=StackFrames(cls), batch_tfms=IntToFloatSeq, dl_type=SeqDL)
 
 class SeqSplit:

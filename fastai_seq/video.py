@@ -44,13 +44,13 @@ class VideoInfo(NamedTuple):
 def _open(fn):
     "Open `fn` with PyAV, raising `VideoError` with a useful message if that fails"
     fn = Path(fn)
+    try: return av.open(str(fn), metadata_errors='ignore')
+    except Exception as e: err = e  # only now look at why (no system calls on the way of a good file)
     if not fn.exists(): raise _verr(fn, "no such file", "Check the path, and that the dataset was fully downloaded and extracted")
     if fn.is_dir(): raise _verr(fn, "is a folder, not a video file", "Pass a video file (folders of frames are read by `SeqBlock`)")
     if fn.stat().st_size == 0: raise _verr(fn, "the file is empty (0 bytes)", "Re-download or re-extract it, or remove it from the dataset")
-    try: return av.open(str(fn), metadata_errors='ignore')
-    except Exception as e:
-        raise _verr(fn, f"FFmpeg cannot open it as a video ({type(e).__name__}: {e}); it is not a video file, or it is "
-                        "truncated or corrupt", _REENCODE) from None
+    raise _verr(fn, f"FFmpeg cannot open it as a video ({type(err).__name__}: {err}); it is not a video file, or it is "
+                    "truncated or corrupt", _REENCODE)
 
 _BIGGER = "If it is genuine, pass a larger `max_pixels` (None for no limit); otherwise remove the file"
 
@@ -314,15 +314,28 @@ def _set_threads(s, threads):
     if n > 1: cc.thread_type, cc.thread_count = 'AUTO', n
     else: cc.thread_count = 1
 
+_TLS = threading.local()  # one `VideoReformatter` per thread: its swscale context is kept between calls and files
+
+def _reformatter() -> VideoReformatter:
+    r = getattr(_TLS, 'reformatter', None)
+    if r is None: r = _TLS.reformatter = VideoReformatter()
+    return r
+
+_SWS_THREADS = {'threads': 1}  # PyAV >= 14 scales with a pool of threads by default: twice the CPU for small frames
+
 class _Scaler:
-    "A reusable `VideoReformatter` that also scales frames to `size` `(w,h)` in the colour conversion (FFmpeg's swscale)"
-    def __init__(self, size=None): self.r, self.size = VideoReformatter(), size
+    "RGB conversion by this thread's `VideoReformatter` (one swscale thread), scaling frames to `size` `(w,h)` if given"
+    def __init__(self, size=None): self.size = size
     def reformat(self, f, format):
-        if self.size is None: return self.r.reformat(f, format=format)
-        return self.r.reformat(f, format=format, width=self.size[0], height=self.size[1], interpolation='BILINEAR')
+        kw = {} if self.size is None else dict(width=self.size[0], height=self.size[1], interpolation='BILINEAR')
+        try: return _reformatter().reformat(f, format=format, **kw, **_SWS_THREADS)
+        except TypeError:  # an older PyAV: no `threads` argument (and no thread pool)
+            if not _SWS_THREADS: raise
+            _SWS_THREADS.clear()
+            return self.reformat(f, format)
 
 def _to_array(f, format, r=None):
-    "Frame `f` as a uint8 `(H,W,C)` array, converted by `VideoReformatter` `r` (reusing one is faster, same pixels)"
+    "Frame `f` as a uint8 `(H,W,C)` array, converted by `_Scaler` `r` (reusing one swscale context: faster, same pixels)"
     a = r.reformat(f, format=format).to_ndarray() if r is not None else f.to_ndarray(format=format)
     return a[...,None] if a.ndim == 2 else a
 
@@ -341,6 +354,13 @@ def _plan(ix, wanted, threads):
 # Codecs whose non-reference frames (skipped by `skip_frame='NONREF'`) are never used to predict other frames
 _SKIP_NONREF = {'h264', 'mpeg4', 'mpeg2video', 'mpeg1video'}
 
+_REORDER_MAX = 16  # frames: how far past the last wanted frame a packet can come before it, in decode order
+
+def _finder(ix, first, last):
+    "`ix.find` as a dict lookup for the frames `first..last` (and the few packets after them that can come earlier)"
+    hi = min(last + 1 + _REORDER_MAX, ix.n_frames)
+    return dict(zip(ix.pts[first:hi].tolist(), range(first, hi))).get
+
 def _decode_run(c, s, ix, key, idxs, format, seek, r=None):
     "Yield `(i, array)` for the frames `idxs` (sorted), decoding from keyframe `key` (seeking to it if `seek`)"
     if seek: c.seek(int(ix.pts[key]), stream=s, backward=True, any_frame=False)
@@ -348,21 +368,22 @@ def _decode_run(c, s, ix, key, idxs, format, seek, r=None):
     skip = cc.name in _SKIP_NONREF
     want, last = set(idxs), idxs[-1]
     exp, lpts, skippable, cur = (0 if not seek else None), None, set(), None
+    find = _finder(ix, 0, last) if not seek else None
     for p in c.demux(s):
         if exp is None:  # first packet after a seek: must be a keyframe we know, at or before the first wanted frame
             if not p.size: raise _Mismatch('nothing to read after seeking')
             L = ix.find(p.pts)
             if L is None or not p.is_keyframe: raise _Mismatch('seek landed on an unknown packet')
             if L > idxs[0]: raise _Overshoot()
-            exp, lpts = L, p.pts
+            exp, lpts, find = L, p.pts, _finder(ix, L, last)
         if skip and p.size:  # frames we don't want and nothing refers to need not be decoded at all
-            j = ix.find(p.pts)
+            j = find(p.pts)
             mode = 'NONREF' if j is not None and j > exp and j not in want else 'DEFAULT'
             if mode == 'NONREF': skippable.add(j)
             if mode != cur: cc.skip_frame = cur = mode
         for f in p.decode():
             if lpts is not None and f.pts is not None and f.pts < lpts: continue  # leading frames of an open GOP
-            j = ix.find(f.pts)
+            j = find(f.pts)
             # the decoded frame must be the next one expected, or come after frames we let the decoder skip
             if j is None or j < exp or any(k not in skippable for k in range(exp, j)):
                 raise _Mismatch(f'frame {exp}: expected pts {ix.pts[exp]}, got {f.pts}')
@@ -437,10 +458,10 @@ def _check_idxs(fn, ix, idxs):
                                  f"(valid indices 0..{ix.n_frames-1})", "Sample indices below `video_info(fn).n_frames`")
     return idxs
 
-def _iter_frames(fn, wanted, threads=None, format='rgb24', rotate=True, resize=None):
+def _iter_frames(fn, wanted, threads=None, format='rgb24', rotate=True, resize=None, ix=None):
     "Yield `(i, array)` for the sorted, unique frame indices `wanted` of `fn`, pixel-identical to a full decode"
     if not len(wanted): return
-    ix, done = _index(fn), set()
+    ix, done = ix or _index(fn), set()
     k = _turns(ix) if rotate else 0
     scale, fit = (None, None) if resize is None else _resize_plan(ix.info(rotate), *resize)
     if scale is not None and k % 2: scale = scale[::-1]  # the decoder scales the frame as stored, before it is turned
@@ -498,17 +519,20 @@ def read_frames(fn,              # A video file
     "Frames `idxs` of video `fn`, decoding only what is needed; pixel-identical to a full PyAV decode (turned upright)"
     ix = _index(fn, max_pixels=max_pixels)
     idxs = np.arange(ix.n_frames) if idxs is None else _check_idxs(fn, ix, idxs)
-    wanted = np.unique(idxs).tolist()
-    pos = {}
-    for j, i in enumerate(idxs.tolist()): pos.setdefault(i, []).append(j)
+    if len(idxs) < 2 or (np.diff(idxs) > 0).all(): wanted, pos = idxs.tolist(), None  # sorted, no repeats: the usual case
+    else:
+        wanted, pos = np.unique(idxs).tolist(), {}
+        for j, i in enumerate(idxs.tolist()): pos.setdefault(i, []).append(j)
     out = None
     resize = None if size is None else (size, method, pad_mode, crop_pos)
-    for i, a in _iter_frames(fn, wanted, threads=threads, format=format, rotate=rotate, resize=resize):
+    for n, (i, a) in enumerate(_iter_frames(fn, wanted, threads=threads, format=format, rotate=rotate, resize=resize, ix=ix)):
         if out is None: out = np.empty((len(idxs), *a.shape), dtype=a.dtype)
         elif a.shape != out.shape[1:]:
             raise _verr(fn, f"the frame size changes inside the video ({out.shape[1:]} then {a.shape} at frame {i})",
                         "Re-encode it to a fixed size, e.g. `ffmpeg -i in.mp4 -vf scale=320:240 out.mp4`")
-        for j in pos[i]: out[j] = a
+        if pos is None: out[n] = a
+        else:
+            for j in pos[i]: out[j] = a
     if out is None:
         c, inf = 1 if format in ('gray', 'gray8') else 3, ix.info(rotate)
         h, w = (inf.height, inf.width) if size is None else (size, size) if isinstance(size, int) else size

@@ -1,7 +1,7 @@
 "Real-world video files decode right: AVI header counts are hints, H.264 in AVI seeks, verify_videos, rotation metadata"
 import fractions, os, random
 from pathlib import Path
-import av, numpy as np, pytest
+import av, numpy as np, pytest, torch
 from av.bitstream import BitStreamFilterContext
 from fastai_seq.video import *
 from fastai_seq.video import _index, _STATS, _CACHE
@@ -201,3 +201,27 @@ def test_video_block_size(tmp_path):
     assert len(crops) > 1  # a random crop position per training item
     lf._split = 1
     assert len({tuple(np.asarray(lf._load_path(tmp_path/'c0'/'0.mp4')[0]).reshape(-1)[:64]) for _ in range(3)}) == 1
+
+def test_leading_resize_done_by_decoder(tmp_path):
+    "A plain `Resize` first in `item_tfms` is done by the decoder (as `VideoBlock(size=...)`); `decoder_resize=False` keeps fastai's"
+    from fastai.vision.all import DataBlock, CategoryBlock, parent_label, IndexSplitter, Resize, RandomResizedCrop, FlipItem
+    from fastai_seq.data import VideoBlock, leading_resize
+    for c in ('c0', 'c1'): (tmp_path/c).mkdir()
+    for i in range(4): write_video(tmp_path/f'c{i%2}'/f'{i}.mp4', n=12, w=64, h=48, opts={'g': '4'})
+    def dls(item_tfms=Resize((24, 40)), **kw):
+        return DataBlock(blocks=(VideoBlock(n_frames=4, **kw), CategoryBlock), get_items=get_video_files, get_y=parent_label,
+                         splitter=IndexSplitter([0, 2]), item_tfms=item_tfms).dataloaders(tmp_path, bs=2)
+    auto, fastai_path = dls(), dls(decoder_resize=False)
+    by_size = dls(item_tfms=None, size=(24, 40))
+    assert leading_resize(auto.valid) == ((24, 40), 'crop', 'reflection')
+    assert leading_resize(dls(item_tfms=Resize(32, method='pad', pad_mode='zeros')).train) == ((32, 32), 'pad', 'zeros')
+    xa, xf, xs = auto.valid.one_batch()[0], fastai_path.valid.one_batch()[0], by_size.valid.one_batch()[0]
+    assert xa.shape == xf.shape == xs.shape == (2, 4, 3, 24, 40)
+    assert torch.equal(xa, xs)  # the decoder's frames: the `Resize` after it changes nothing
+    assert not torch.equal(xa, xf) and (xa - xf).abs().mean() < 0.03  # fastai's (Pillow's) resize: close, not equal
+    xt = auto.test_dl([tmp_path/'c0'/'0.mp4']).one_batch()[0]  # `learn.predict` goes through a `test_dl`
+    assert torch.equal(xt[0], xa[0])
+    # not recognised: another transform first, a train-only `Resize`, `RandomResizedCrop`; the loader then decodes full size
+    for tfms in ([FlipItem(p=1.), Resize((24, 40))], [Resize((24, 40), split_idx=0)], [RandomResizedCrop(24)]):
+        d = dls(item_tfms=tfms)
+        assert leading_resize(d.train) is None, tfms
