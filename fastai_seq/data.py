@@ -23,7 +23,7 @@ from .video import read_frames, video_info, VideoError, VIDEO_EXTS, _too_many_pi
 
 __all__ = ['SAMPLERS', 'SHORT_POLICIES', 'ON_ERROR', 'MAX_PIXELS', 'sample_indices', 'clip_indices', 'SkippedItem',
            'SkippedItemWarning', 'SkipLog', 'LoadFrames', 'StackFrames', 'IntToFloatSeq', 'SeqDL', 'SeqBlock', 'VideoBlock',
-           'SeqSplit', 'seq_frames_count', 'leading_resize', 'show_batch']
+           'SeqSplit', 'seq_frames_count', 'leading_resize', 'show_strip_rows', 'show_batch']
 
 SAMPLERS = ('uniform', 'random', 'first', 'all', 'auto')
 SHORT_POLICIES = ('loop', 'pad', 'error')
@@ -549,20 +549,23 @@ def show_batch(x:ImageTuple, y, samples, ctxs=None, max_n:int=6, nrows=None, nco
         for o in s[1:]: _show_label(o, c)
     return ctxs
 
+def show_strip_rows(cols, n:int, ctxs=None, figsize=None, max_frames:int=10, title=None, wrap=None, **kwargs):
+    "Row `i` of the figure: the `i`-th sequence of each of `cols` (input, target, ...) as strips; `wrap` makes them showable"
+    cols = [list(c)[:n] for c in cols]
+    k = len(cols)
+    if ctxs is None: ctxs = _seq_grid(n, k, max_frames, figsize, title=title)
+    for i,col in enumerate(cols):
+        ctxs[i::k] = [(o if wrap is None else wrap(o)).show(ctx=c, max_frames=max_frames, **kwargs) for o,c in zip(col, ctxs[i::k])]
+    return ctxs
+
 @dispatch
 def show_batch(x:ImageTuple, y:ImageTuple, samples, ctxs=None, max_n:int=6, nrows=None, ncols=None, figsize=None, max_frames:int=10, **kwargs):
     "Forecasting batches of `ImageTuple`s (the moving_mnist package's): each sample as a row, the input strip then the target strip"
     n = min(len(samples), max_n)
-    if ctxs is None: ctxs = _seq_grid(n, 2, max_frames, figsize, title='Input / Target')
-    for i in range(2):
-        ctxs[i::2] = [ImageTuple(s[i]).show(ctx=c, max_frames=max_frames, **kwargs) for s,c in zip(samples[:n], ctxs[i::2])]
-    return ctxs
+    return show_strip_rows((samples.itemgot(0), samples.itemgot(1)), n, ctxs, figsize, max_frames, 'Input / Target', ImageTuple, **kwargs)
 
 @dispatch
 def show_batch(x:ImageSeq, y:ImageSeq, samples, ctxs=None, max_n:int=6, nrows=None, ncols=None, figsize=None, max_frames:int=10, **kwargs):
     "Each sample as a row: the input strip, then the target strip"
     n = min(len(samples), max_n)
-    if ctxs is None: ctxs = _seq_grid(n, 2, max_frames, figsize, title='Input / Target')
-    for i in range(2):
-        ctxs[i::2] = [s[i].show(ctx=c, max_frames=max_frames, **kwargs) for s,c in zip(samples[:n], ctxs[i::2])]
-    return ctxs
+    return show_strip_rows((samples.itemgot(0), samples.itemgot(1)), n, ctxs, figsize, max_frames, 'Input / Target', **kwargs)

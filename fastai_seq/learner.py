@@ -4,7 +4,7 @@ import inspect
 from typing import NamedTuple
 import numpy as np, torch
 from torch import Tensor
-from fastcore.basics import store_attr, patch, ifnone
+from fastcore.basics import store_attr, patch, ifnone, noop
 from fastcore.meta import delegates
 from fastcore.foundation import L
 from fastai.imports import dispatch, plt
@@ -14,7 +14,6 @@ from fastai.metrics import accuracy
 from fastai.learner import Learner, Metric
 from fastai.callback.core import Callback
 from fastai.data.transforms import Normalize
-from fastai.vision.data import get_grid
 from fastai.distributed import DistributedDL
 from fastai.callback.core import CancelFitException
 import fastai.callback.progress  # noqa: F401 (`Learner.no_bar`, used by `forecast_report`)
@@ -24,7 +23,7 @@ from torch import nn
 import torch.nn.functional as F
 from pathlib import Path
 from .core import ImageSeq, ImageTuple
-from .data import LoadFrames, show_batch
+from .data import LoadFrames, show_batch, show_strip_rows, _seq_grid
 from .metrics import MSE, MAE, SSIM, PSNR, TopKAccuracy
 from .metrics import frame_ssim, get_norm_stats, _as_seq, _stat, _targ_normalised
 from .registry import arch_info, infer_task, create_seq_model, model_kwargs_from_dls, list_archs
@@ -96,59 +95,50 @@ def seq_learner(
     if info is not None and task=='classify' and pretrained: learn.freeze()
     return learn
 
-def _strip_grid(n:int, ncols:int, max_frames:int, figsize=None, title=None):
-    figsize = figsize or (min(1.6*max_frames*ncols, 24), 2*n)
-    return get_grid(n*ncols, nrows=n, ncols=ncols, figsize=figsize, title=title)
-
 @dispatch
 def show_results(x:ImageSeq, y:ImageSeq, samples, outs, ctxs=None, max_n:int=4, nrows=None, ncols=None, figsize=None,
                  max_frames:int=10, **kwargs):
     "Each sample as a row: input frames, target frames, predicted frames"
     n = min(len(samples), max_n)
-    if ctxs is None: ctxs = _strip_grid(n, 3, max_frames, figsize, title='Input / Target / Prediction')
-    for i,src in enumerate((samples.itemgot(0), samples.itemgot(1), outs.itemgot(0))):
-        ctxs[i::3] = [o.show(ctx=c, max_frames=max_frames, **kwargs) for o,c in zip(list(src)[:n], ctxs[i::3])]
+    return show_strip_rows((samples.itemgot(0), samples.itemgot(1), outs.itemgot(0)), n, ctxs, figsize, max_frames,
+                           'Input / Target / Prediction', **kwargs)
+
+def _show_clips(samples, outs, ctxs, max_n, figsize, max_frames, wrap=noop, **kwargs):
+    "Each clip as a strip titled 'actual / predicted', green when right and red when wrong"
+    n = min(len(samples), max_n)
+    if ctxs is None: ctxs = _seq_grid(n, 1, max_frames, figsize, title='Actual / Predicted')
+    for (s,o,c) in zip(list(samples)[:n], list(outs)[:n], ctxs):
+        wrap(s[0]).show(ctx=c, max_frames=max_frames, **kwargs)
+        c.set_title(f'{s[1]} / {o[0]}', color='green' if str(s[1])==str(o[0]) else 'red')
     return ctxs
 
 @dispatch
 def show_results(x:ImageSeq, y:TensorCategory, samples, outs, ctxs=None, max_n:int=6, nrows=None, ncols=None, figsize=None,
                  max_frames:int=8, **kwargs):
     "Each clip as a strip titled 'actual / predicted', green when right and red when wrong"
-    n = min(len(samples), max_n)
-    if ctxs is None: ctxs = _strip_grid(n, 1, max_frames, figsize, title='Actual / Predicted')
-    for (s,o,c) in zip(list(samples)[:n], list(outs)[:n], ctxs):
-        s[0].show(ctx=c, max_frames=max_frames, **kwargs)
-        c.set_title(f'{s[1]} / {o[0]}', color='green' if str(s[1])==str(o[0]) else 'red')
-    return ctxs
+    return _show_clips(samples, outs, ctxs, max_n, figsize, max_frames, **kwargs)
 
 @dispatch
 def show_results(x:ImageTuple, y:TensorCategory, samples, outs, ctxs=None, max_n:int=6, nrows=None, ncols=None, figsize=None,
                  max_frames:int=8, **kwargs):
     "`ImageTuple` batches (the UCF101 tutorial's): one figure, each clip a strip titled 'actual / predicted', green when right, red when wrong"
-    n = min(len(samples), max_n)
-    if ctxs is None: ctxs = _strip_grid(n, 1, max_frames, figsize, title='Actual / Predicted')
-    for (s,o,c) in zip(list(samples)[:n], list(outs)[:n], ctxs):
-        ImageTuple(s[0]).show(ctx=c, max_frames=max_frames, **kwargs)
-        c.set_title(f'{s[1]} / {o[0]}', color='green' if str(s[1])==str(o[0]) else 'red')
-    return ctxs
+    return _show_clips(samples, outs, ctxs, max_n, figsize, max_frames, ImageTuple, **kwargs)
 
 @dispatch
 def show_results(x:ImageTuple, y:ImageTuple, samples, outs, ctxs=None, max_n:int=4, nrows=None, ncols=None, figsize=None,
                  max_frames:int=10, **kwargs):
     "Forecasting `ImageTuple` batches (the moving_mnist package's): each sample as a row of input, target and predicted frames"
     n = min(len(samples), max_n)
-    if ctxs is None: ctxs = _strip_grid(n, 3, max_frames, figsize, title='Input / Target / Prediction')
     # a model returning a list of frames gives each sample its predicted frames as separate outputs
     preds = [o[0] if len(o)==1 and isinstance(o[0], tuple) else tuple(o) for o in list(outs)[:n]]
-    for i,src in enumerate((samples.itemgot(0), samples.itemgot(1), preds)):
-        ctxs[i::3] = [ImageTuple(o).show(ctx=c, max_frames=max_frames, **kwargs) for o,c in zip(list(src)[:n], ctxs[i::3])]
-    return ctxs
+    return show_strip_rows((samples.itemgot(0), samples.itemgot(1), preds), n, ctxs, figsize, max_frames,
+                           'Input / Target / Prediction', ImageTuple, **kwargs)
 
 @dispatch
 def plot_top_losses(x:ImageSeq, y:TensorCategory, samples, outs, raws, losses, nrows=None, ncols=None, figsize=None,
                     max_frames:int=8, **kwargs):
     "Each clip as a strip titled 'prediction / actual / loss / probability'"
-    axs = _strip_grid(len(samples), 1, max_frames, figsize, title='Prediction / Actual / Loss / Probability')
+    axs = _seq_grid(len(samples), 1, max_frames, figsize, title='Prediction / Actual / Loss / Probability')
     for ax,s,o,r,l in zip(axs, samples, outs, raws, losses):
         s[0].show(ctx=ax, max_frames=max_frames, **kwargs)
         ax.set_title(f'{o[0]} / {s[1]} / {l.item():.2f} / {r.max().item():.2f}')
@@ -158,7 +148,7 @@ def plot_top_losses(x:ImageSeq, y:TensorCategory, samples, outs, raws, losses, n
 def plot_top_losses(x:ImageSeq, y:ImageSeq, samples, outs, raws, losses, nrows=None, ncols=None, figsize=None,
                     max_frames:int=10, **kwargs):
     "Each sample as a row: input, target and predicted frames, with its loss"
-    axs = _strip_grid(len(samples), 3, max_frames, figsize, title='Input / Target / Prediction')
+    axs = _seq_grid(len(samples), 3, max_frames, figsize, title='Input / Target / Prediction')
     for i,(s,o,l) in enumerate(zip(samples, outs, losses)):
         for j,(im,t) in enumerate(zip((s[0], s[1], o[0]), ('input', 'target', f'prediction; loss {l.item():.4f}'))):
             im.show(ctx=axs[3*i+j], max_frames=max_frames, **kwargs)

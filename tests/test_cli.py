@@ -13,10 +13,16 @@ def _run(args, tmp_path, timeout=600):
     return r.stdout
 
 def test_forecast_command(tmp_path):
-    out = _run(['forecast'], tmp_path)
+    from fastai_seq.datasets import MovingMNIST
+    test = MovingMNIST(n_in=10, n_out=10, seed=5).to_npy(tmp_path/'test_seq.npy', 8)  # the standard file's layout
+    out = _run(['forecast', '--test', str(test)], tmp_path)
     assert 'Validation metrics' in out and 'mse' in out and 'ssim' in out
+    # the report beside the two baselines, per horizon step, on the validation set and on the test file
+    assert out.count('copy last') >= 2 and out.count('blank') >= 2 and 'per horizon step' in out
+    assert f'{test} (8 sequences, never used for training or model selection)' in out
     o = tmp_path/'out'
     assert (o/'model.pkl').exists() and Image.open(o/'predictions.png').size[0] > 200
+    for png in ('horizon.png', 'horizon_test.png'): assert Image.open(o/png).size[0] > 200, png
     gif = Image.open(o/'prediction.gif')
     assert gif.n_frames == 20  # 10 input frames, then 10 predicted
     learn = load_learner(o/'model.pkl')
