@@ -1,7 +1,7 @@
 """Forecasting archs at a fixed CPU time budget on the same Moving MNIST data (10 in, 10 out, 2 digits, 64x64), scored
 with `learn.forecast_report` (MSE/MAE per frame, SSIM, PSNR, as the literature reports them) beside the two trivial
 baselines (blank frames; the last input frame repeated), plus training samples/s.
-Run: python benchmarks/forecast.py [--budget 600] [--archs unet,convgru,convlstm,simvp,phydnet] [--test FILE] [--n_test 2000]
+Run: python benchmarks/forecast.py [--budget 600] [--archs convgru,seq2seq,simvp_cpu,simvp,convlstm,phydnet,unet] [--threads 2] [--test FILE] [--n_test 2000]
 `--test FILE` scores a Moving MNIST file (the standard `mnist_test_seq.npy`, or one written here by `MovingMNIST.to_npy`
 when FILE does not exist: `--n_test` sequences from a stream apart from training and validation). The test file is
 only scored, never used to choose anything; the validation set is the generator's own."""
@@ -18,7 +18,7 @@ def _row(name, tab, rate='-', epochs='-'):
 
 @call_parse
 def main(budget:float=600, # Training seconds per arch
-         archs:str='unet,convgru,convlstm,simvp,phydnet', # Archs to compare
+         archs:str='convgru,seq2seq,simvp_cpu,simvp,convlstm,phydnet,unet', # Archs to compare
          n_valid:int=256, # Validation sequences (fixed for the seed)
          bs:int=16, # Batch size
          threads:int=2, # torch threads
