@@ -323,10 +323,13 @@ def _reformatter() -> VideoReformatter:
 
 _SWS_THREADS = {'threads': 1}  # PyAV >= 14 scales with a pool of threads by default: twice the CPU for small frames
 
+class _SizeChange(Exception): "A frame to scale is not of the size the scaling was planned for"
+
 class _Scaler:
-    "RGB conversion by this thread's `VideoReformatter` (one swscale thread), scaling frames to `size` `(w,h)` if given"
-    def __init__(self, size=None): self.size = size
+    "RGB conversion by this thread's `VideoReformatter` (one swscale thread), scaling frames of size `src` to `size` `(w,h)`"
+    def __init__(self, size=None, src=None): self.size, self.src = size, src
     def reformat(self, f, format):
+        if self.size is not None and (f.width, f.height) != self.src: raise _SizeChange(f'{self.src} then {(f.width, f.height)}')
         kw = {} if self.size is None else dict(width=self.size[0], height=self.size[1], interpolation='BILINEAR')
         try: return _reformatter().reformat(f, format=format, **kw, **_SWS_THREADS)
         except TypeError:  # an older PyAV: no `threads` argument (and no thread pool)
@@ -411,13 +414,13 @@ def _dts_run(c, s, ix, key, idxs, format, seek, r=None):
             i += 1
     raise _Mismatch('end of file before the last wanted frame')
 
-def _seek_frames(fn, ix, wanted, threads, format, scale=None):
+def _seek_frames(fn, ix, wanted, threads, format, r):
     "Yield `(i, array)` for sorted `wanted`, seeking to the keyframe before each group of frames"
     n_thr = _default_threads() if threads is None else max(1, int(threads))
     with _open(fn) as c:
         s = _vstream(c, fn)
         _set_threads(s, n_thr)
-        fresh, r = True, _Scaler(scale)
+        fresh = True
         for key, idxs in _plan(ix, wanted, n_thr):
             while True:
                 try:
@@ -429,9 +432,9 @@ def _seek_frames(fn, ix, wanted, threads, format, scale=None):
                     key, fresh = ix.key_before(key-1), False
             fresh = False
 
-def _seq_frames(fn, wanted, threads, format, scale=None):
+def _seq_frames(fn, wanted, threads, format, r):
     "Yield `(i, array)` for sorted `wanted` by decoding from the start, frame index = decode order"
-    want, last, i, r = set(wanted), wanted[-1], 0, _Scaler(scale)
+    want, last, i = set(wanted), wanted[-1], 0
     with _open(fn) as c:
         s = _vstream(c, fn)
         _set_threads(s, threads)
@@ -466,9 +469,10 @@ def _iter_frames(fn, wanted, threads=None, format='rgb24', rotate=True, resize=N
     scale, fit = (None, None) if resize is None else _resize_plan(ix.info(rotate), *resize)
     if scale is not None and k % 2: scale = scale[::-1]  # the decoder scales the frame as stored, before it is turned
     def out(a): return _upright(a, k) if fit is None else fit(_upright(a, k))
+    r = _Scaler(scale, (ix.width, ix.height))
     if ix.seekable:
         try:
-            for i, a in _seek_frames(fn, ix, wanted, threads, format, scale):
+            for i, a in _seek_frames(fn, ix, wanted, threads, format, r):
                 done.add(i)
                 yield i, out(a)
             return
@@ -477,7 +481,7 @@ def _iter_frames(fn, wanted, threads=None, format='rgb24', rotate=True, resize=N
             ix = _index(fn, force_decode=True)
             _check_idxs(fn, ix, wanted)
     rest = [w for w in wanted if w not in done]
-    if rest: yield from ((i, out(a)) for i, a in _seq_frames(fn, rest, threads, format, scale))
+    if rest: yield from ((i, out(a)) for i, a in _seq_frames(fn, rest, threads, format, r))
 
 _PAD = {'zeros': 'constant', 'border': 'edge', 'reflection': 'reflect'}
 
@@ -525,14 +529,18 @@ def read_frames(fn,              # A video file
         for j, i in enumerate(idxs.tolist()): pos.setdefault(i, []).append(j)
     out = None
     resize = None if size is None else (size, method, pad_mode, crop_pos)
-    for n, (i, a) in enumerate(_iter_frames(fn, wanted, threads=threads, format=format, rotate=rotate, resize=resize, ix=ix)):
-        if out is None: out = np.empty((len(idxs), *a.shape), dtype=a.dtype)
-        elif a.shape != out.shape[1:]:
-            raise _verr(fn, f"the frame size changes inside the video ({out.shape[1:]} then {a.shape} at frame {i})",
-                        "Re-encode it to a fixed size, e.g. `ffmpeg -i in.mp4 -vf scale=320:240 out.mp4`")
-        if pos is None: out[n] = a
-        else:
-            for j in pos[i]: out[j] = a
+    fixed = "Re-encode it to a fixed size, e.g. `ffmpeg -i in.mp4 -vf scale=320:240 out.mp4`"
+    frames = _iter_frames(fn, wanted, threads=threads, format=format, rotate=rotate, resize=resize, ix=ix)
+    try:
+        for n, (i, a) in enumerate(frames):
+            if out is None: out = np.empty((len(idxs), *a.shape), dtype=a.dtype)
+            elif a.shape != out.shape[1:]:
+                raise _verr(fn, f"the frame size changes inside the video ({out.shape[1:]} then {a.shape} at frame {i})", fixed)
+            if pos is None: out[n] = a
+            else:
+                for j in pos[i]: out[j] = a
+    except _SizeChange as e:  # found before scaling (width, height): scaled frames would all have the one size asked for
+        raise _verr(fn, f"the frame size changes inside the video ({e})", fixed) from None
     if out is None:
         c, inf = 1 if format in ('gray', 'gray8') else 3, ix.info(rotate)
         h, w = (inf.height, inf.width) if size is None else (size, size) if isinstance(size, int) else size
