@@ -19,7 +19,7 @@ from fastai.vision.core import PILImage, PILImageBW
 from fastai.vision.augment import RandTransform, PadMode, Resize, _init_mat, affine_grid, _grid_sample
 from fastai.vision.data import get_grid
 from .core import ImageTuple, ImageSeq, ImageSeqBW, SeqError, ls_sorted
-from .video import read_frames, video_info, VideoError, VIDEO_EXTS, _too_many_pixels, _BIGGER, _index_files
+from .video import read_frames, video_info, VideoError, VIDEO_EXTS, _too_many_pixels, _BIGGER, _index_files, _before_fork
 
 __all__ = ['SAMPLERS', 'SHORT_POLICIES', 'ON_ERROR', 'MAX_PIXELS', 'sample_indices', 'clip_indices', 'SkippedItem',
            'SkippedItemWarning', 'SkipLog', 'LoadFrames', 'StackFrames', 'IntToFloatSeq', 'SeqDL', 'SeqBlock', 'VideoBlock',
@@ -408,7 +408,9 @@ class SeqDL(TfmdDL):
     def before_iter(self):
         super().before_iter()
         self._skip_start = [len(f.skip_log) for f in _load_tfms(self.dataset)]
-        if self.num_workers: _index_videos(self)
+        if self.num_workers:
+            _index_videos(self)
+            _before_fork()  # a PyAV decoder left in a reference cycle (by an exception's traceback) is freed here, not in a worker
 
     def after_iter(self):
         "Warn once about the items skipped during this pass, in the main process (workers log them to a shared file)"

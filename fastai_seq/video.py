@@ -1,6 +1,6 @@
 "Video files with PyAV: exact frame access by index, frame extraction, `.rar` archives and UCF101 splits"
 from fastai.data.all import *
-import av, re, shutil, threading, uuid, warnings
+import av, gc, re, shutil, threading, uuid, warnings
 from collections import Counter, OrderedDict
 from typing import NamedTuple
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -277,11 +277,16 @@ def _probe_or_none(fn, max_pixels=None):
     try: return _probe(fn, max_pixels=max_pixels)
     except Exception: return None
 
+def _before_fork():
+    "Free this process's unreachable PyAV decoders now: one that ran threads, freed in a forked child, waits for them forever"
+    gc.collect()
+
 def _index_files(files, n_workers=0, max_pixels=None, progress=None) -> int:
     "Index those of `files` not in this process's cache, in parallel; forked DataLoader workers inherit the cache"
     todo = [(f, k) for f in files if (k := _key(f)) is not None and k not in _CACHE]
     if not todo: return 0
     fs = [f for f, _ in todo]
+    if n_workers and len(fs) >= 16: _before_fork()
     ixs = parallel(_probe_or_none, fs, max_pixels=max_pixels, n_workers=n_workers if len(fs) >= 16 else 0,
                    progress=len(fs) >= 64 if progress is None else progress)
     with _LOCK:
@@ -539,8 +544,10 @@ def read_frames(fn,              # A video file
             if pos is None: out[n] = a
             else:
                 for j in pos[i]: out[j] = a
-    except _SizeChange as e:  # found before scaling (width, height): scaled frames would all have the one size asked for
-        raise _verr(fn, f"the frame size changes inside the video ({e})", fixed) from None
+    except _SizeChange as e: changed = str(e)  # found before scaling: scaled frames would all have the size asked for
+    else: changed = None
+    # raised outside the `except`: no traceback of the decoding generators (holding the decoder) stays attached
+    if changed: raise _verr(fn, f"the frame size changes inside the video ({changed})", fixed)
     if out is None:
         c, inf = 1 if format in ('gray', 'gray8') else 3, ix.info(rotate)
         h, w = (inf.height, inf.width) if size is None else (size, size) if isinstance(size, int) else size
@@ -574,6 +581,7 @@ def verify_videos(files, # Video files (e.g. from `get_video_files`)
                  )->L: # `(path, reason)` for each bad file, in the order of `files`; empty if all are good
     "Decode every frame of each of `files` in parallel, like `verify_images`: the files that fail, and why"
     files = L(files).map(Path)
+    if n_workers: _before_fork()
     why = parallel(_verify_one, files, max_pixels=max_pixels, n_workers=n_workers, progress=progress and len(files) > 0)
     return L((f, w) for f, w in zip(files, why) if w is not None)
 
@@ -715,6 +723,7 @@ def videos_to_frames(videos,          # A folder (searched with `get_video_files
             if e: errs[v] = e
     else:
         # workers exit when this process dies: a killed notebook kernel leaves no decoder processes behind
+        _before_fork()
         with ProcessPoolExecutor(min(n_workers, len(todo)), initializer=_exit_with_parent, initargs=(os.getpid(),)) as ex:
             futs = {ex.submit(_convert_star, (v, o, size, quality, ext, 1)): v for v, o in todo}
             it = as_completed(futs)

@@ -225,3 +225,47 @@ def test_leading_resize_done_by_decoder(tmp_path):
     for tfms in ([FlipItem(p=1.), Resize((24, 40))], [Resize((24, 40), split_idx=0)], [RandomResizedCrop(24)]):
         d = dls(item_tfms=tfms)
         assert leading_resize(d.train) is None, tfms
+
+_FORK_SCRIPT = r'''
+import av, gc, sys
+from pathlib import Path
+from fastai.vision.all import DataBlock, CategoryBlock, parent_label, IndexSplitter, Transform
+from fastai_seq.all import VideoBlock, get_video_files
+path, clip = Path(sys.argv[1]), Path(sys.argv[2])
+def frames(fn):
+    c = av.open(str(fn)); s = c.streams.video[0]
+    s.codec_context.thread_type, s.codec_context.thread_count = 'AUTO', 2
+    with c:
+        for p in c.demux(s):
+            for f in p.decode(): yield f
+import fastai_seq.data as D
+index_videos = D._index_videos
+def index_and_leave_garbage(dl):
+    "The main process's work before the workers fork, leaving (as a broken file's traceback can) threaded decoders as garbage"
+    index_videos(dl)
+    keep = []
+    for k in range(10):
+        g = frames(clip)
+        for _, f in zip(range(3+k), g): pass
+        keep.append(g)  # suspended in the middle of the file, frame threads busy
+    keep.append(keep)  # a cycle: only the garbage collector frees them
+D._index_videos = index_and_leave_garbage
+gc.disable()
+class Collect(Transform):
+    def encodes(self, x): gc.collect(); return x  # in the forked worker: frees what it inherited
+dls = DataBlock(blocks=(VideoBlock(n_frames=4), CategoryBlock), get_items=get_video_files, get_y=parent_label,
+                splitter=IndexSplitter([0]), item_tfms=Collect()).dataloaders(path, bs=2, num_workers=1)
+for b in dls.train: pass
+print('done')
+'''
+
+def test_workers_never_free_a_threaded_decoder(tmp_path):
+    "A threaded PyAV decoder left as garbage in the main process is freed before `SeqDL` forks its workers (in one it hangs)"
+    import subprocess, sys
+    for c in ('c0', 'c1'): (tmp_path/c).mkdir()
+    for i in range(4): write_video(tmp_path/f'c{i%2}'/f'{i}.mp4', n=40, w=64, h=48)
+    (tmp_path/'run.py').write_text(_FORK_SCRIPT)
+    args = [sys.executable, str(tmp_path/'run.py'), str(tmp_path), str(clip('abseiling_k400.mp4'))]  # a real H.264 clip
+    try: r = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired: pytest.fail("a DataLoader worker hung freeing a decoder it inherited")
+    assert r.returncode == 0 and 'done' in r.stdout, r.stderr[-2000:]
