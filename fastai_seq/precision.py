@@ -93,7 +93,7 @@ def cpu_bf16_conv3d_ok() -> bool:
     # gradients in bfloat16 (float32 is fine, and so is the slow non-oneDNN path). R(2+1)D halves the clip length
     # stage by stage, so its clips pass through 2 frames whatever their length.
     # On some CPUs (seen on an AMD EPYC) the NaNs come in only part of the calls, as if from uninitialised memory: one
-    # clean call proves nothing, so probe 60 calls over several shapes and clip lengths (about 0.1 s, once a process)
+    # clean call proves nothing, so probe 60 calls over several shapes and clip lengths (under 0.3 s, once a process)
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)

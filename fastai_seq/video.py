@@ -286,8 +286,9 @@ def _index_files(files, n_workers=0, max_pixels=None, progress=None) -> int:
     todo = [(f, k) for f in files if (k := _key(f)) is not None and k not in _CACHE]
     if not todo: return 0
     fs = [f for f, _ in todo]
-    if n_workers and len(fs) >= 16: _before_fork()
-    ixs = parallel(_probe_or_none, fs, max_pixels=max_pixels, n_workers=n_workers if len(fs) >= 16 else 0,
+    nw = n_workers if len(fs) >= 16 else 0  # a pool costs more than it saves for a few files
+    if nw: _before_fork()
+    ixs = parallel(_probe_or_none, fs, max_pixels=max_pixels, n_workers=nw,
                    progress=len(fs) >= 64 if progress is None else progress)
     with _LOCK:
         for (_, k), ix in zip(todo, ixs):
@@ -342,9 +343,9 @@ class _Scaler:
             _SWS_THREADS.clear()
             return self.reformat(f, format)
 
-def _to_array(f, format, r=None):
+def _to_array(f, format, r):
     "Frame `f` as a uint8 `(H,W,C)` array, converted by `_Scaler` `r` (reusing one swscale context: faster, same pixels)"
-    a = r.reformat(f, format=format).to_ndarray() if r is not None else f.to_ndarray(format=format)
+    a = r.reformat(f, format=format).to_ndarray()
     return a[...,None] if a.ndim == 2 else a
 
 _SEEK_COST = 6  # frames: decoding fewer than this many frames to reach the next wanted one is cheaper than a seek
@@ -369,7 +370,7 @@ def _finder(ix, first, last):
     hi = min(last + 1 + _REORDER_MAX, ix.n_frames)
     return dict(zip(ix.pts[first:hi].tolist(), range(first, hi))).get
 
-def _decode_run(c, s, ix, key, idxs, format, seek, r=None):
+def _decode_run(c, s, ix, key, idxs, format, seek, r):
     "Yield `(i, array)` for the frames `idxs` (sorted), decoding from keyframe `key` (seeking to it if `seek`)"
     if seek: c.seek(int(ix.pts[key]), stream=s, backward=True, any_frame=False)
     cc = s.codec_context
@@ -401,7 +402,7 @@ def _decode_run(c, s, ix, key, idxs, format, seek, r=None):
             exp = j+1
     raise _Mismatch('end of file before the last wanted frame')
 
-def _dts_run(c, s, ix, key, idxs, format, seek, r=None):
+def _dts_run(c, s, ix, key, idxs, format, seek, r):
     "`_decode_run` for a decode-built index (`ix.dts`): seek to keyframe `key`'s packet dts, then count decoded frames"
     if seek: c.seek(int(ix.dts[np.searchsorted(ix.keys, key)]), stream=s, backward=True, any_frame=False)
     want, last, i = set(idxs), idxs[-1], (0 if not seek else None)
