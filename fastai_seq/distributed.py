@@ -33,17 +33,40 @@ never behind a bare `if rank_distrib()==0:`, where the collective would wait for
 `learn.export()` already does nothing on ranks other than 0. See `docs/distributed.md` for the recipe.
 """
 from __future__ import annotations
-import os
+import os, sys, warnings, importlib.util
 from contextlib import contextmanager
 import torch
 import torch.distributed as dist
-import fastai.distributed as _fd
 from fastai.torch_core import num_distrib, rank_distrib, distrib_barrier, find_bs, apply
 from fastai.learner import AvgMetric, AvgLoss
-from fastai.distributed import DistributedDL, DistributedTrainer
 from .precision import model_device, _fastai, _wrapper
 
-__all__ = ['comm_device', 'setup_cpu_distrib', 'init_distrib', 'no_distrib', 'on_rank0', 'real_items', 'sync_buffers']
+__all__ = ['comm_device', 'setup_cpu_distrib', 'init_distrib', 'no_distrib', 'on_rank0', 'real_items', 'sync_buffers',
+           'fastai_distributed', 'plain_dl', 'is_distributed_dl']
+
+DISTRIBUTED_INSTALL = 'pip install "fastai_seq[distributed]"'
+
+def fastai_distributed(
+    required:bool=False, # Raise `ImportError` naming the install line when accelerate is missing (else return None)
+):
+    "fastai's `fastai.distributed` module, imported without changing the warning filters; None without accelerate"
+    fd = sys.modules.get('fastai.distributed')
+    if fd is not None: return fd
+    if importlib.util.find_spec('accelerate') is None:  # fastai 2.8's `fastai.distributed` cannot be imported without it
+        if required: raise ImportError(f"Training on several processes needs accelerate: {DISTRIBUTED_INSTALL}")
+        return None
+    with warnings.catch_warnings():  # accelerate's import adds a process-wide filter (torch.optim.lr_scheduler warnings)
+        import fastai.distributed as fd
+    return fd
+
+def is_distributed_dl(dl) -> bool:
+    "Whether `dl` is fastai's `DistributedDL` (none can exist before fastai.distributed is imported)"
+    fd = sys.modules.get('fastai.distributed')
+    return fd is not None and isinstance(dl, fd.DistributedDL)
+
+def plain_dl(dl):
+    "The `DataLoader` a `DistributedDL` wraps (it holds the transforms), else `dl` itself"
+    return dl.dl if is_distributed_dl(dl) else dl
 
 def comm_device() -> torch.device:
     "The device collective tensors must be on: the current GPU for NCCL, else the CPU (gloo, mpi)"
@@ -62,7 +85,8 @@ def setup_cpu_distrib(
 def init_distrib():
     "Make sure the process group of a launched run exists (as fastai's `Accelerator` makes it: gloo without CUDA)"
     if num_distrib()<=1 or dist.is_initialized(): return
-    from accelerate import PartialState
+    try: from accelerate import PartialState
+    except ImportError: raise ImportError(f"A run launched on several processes needs accelerate: {DISTRIBUTED_INSTALL}") from None
     PartialState(cpu=not torch.cuda.is_available())
 
 @contextmanager
@@ -89,24 +113,6 @@ def on_rank0(func, *args, **kwargs):
                 raise RuntimeError(f"on_rank0: {getattr(func, '__name__', func)!r} failed on rank 0; see its traceback there.")
     return res
 
-# ------------------------------------------------------------------------------------------------------ CPU sharding
-@_wrapper(_fastai(DistributedDL._broadcast))
-def _broadcast(self, t, rank):
-    "Broadcast the list `t` from `rank` to all ranks, on the device the backend needs (fastai always used CUDA)"
-    t = torch.tensor(t, dtype=torch.long, device=comm_device())
-    dist.broadcast(t, rank)
-    return t.cpu().tolist()
-DistributedDL._broadcast = _broadcast
-
-# ----------------------------------------------------------------------------------------------------- the trainer
-_fastai_dt_init = _fastai(DistributedTrainer.__init__)
-@_wrapper(_fastai_dt_init)
-def _dt_init(self, sync_bn=True, **kwargs):
-    if not torch.cuda.is_available(): kwargs.setdefault('cpu', True)   # else accelerate forms no group without a GPU
-    _fastai_dt_init(self, sync_bn, **kwargs)
-    if self.sync_bn and self.accelerator.device.type!='cuda': self.sync_bn = False   # `SyncBatchNorm` is GPU-only
-DistributedTrainer.__init__ = _dt_init
-
 def sync_buffers(model, src:int=0):
     "Broadcast the buffers of `model` (e.g. BatchNorm running statistics) from rank `src` to all ranks"
     if num_distrib()<=1 or not dist.is_initialized(): return
@@ -117,25 +123,10 @@ def sync_buffers(model, src:int=0):
             dist.broadcast(t, src)
             if t is not b.data: b.data.copy_(t)
 
-_fastai_dt_before_validate = _fastai(DistributedTrainer.before_validate)
-@_wrapper(_fastai_dt_before_validate)
-def _dt_before_validate(self):
-    _fastai_dt_before_validate(self)
-    sync_buffers(self.learn.model)
-DistributedTrainer.before_validate = _dt_before_validate
-
-_fastai_setup_distrib = _fastai(_fd.setup_distrib)
-@_wrapper(_fastai_setup_distrib)
-def _setup_distrib(gpu=None):
-    if torch.cuda.is_available(): return _fastai_setup_distrib(gpu)
-    setup_cpu_distrib()
-_fd.setup_distrib = _setup_distrib
-
-# ------------------------------------------------------------------------------------------ exact gathered averages
 def real_items(learn) -> int|None:
     "How many samples of the current batch of `learn` are not repeats added by `DistributedDL`; None when not sharded"
     dl = getattr(learn, '__dict__', {}).get('dl', None)
-    if not isinstance(dl, DistributedDL) or dl.world_size<=1 or not all(hasattr(dl, o) for o in ('i', 'n', 'n_padded')):
+    if not is_distributed_dl(dl) or dl.world_size<=1 or not all(hasattr(dl, o) for o in ('i', 'n', 'n_padded')):
         return None
     bs = find_bs(learn.yb)
     start = dl.rank*dl.n_padded//dl.world_size + dl.i - bs   # position of this batch's first sample in the padded order
@@ -148,26 +139,65 @@ def _all_reduce_sum(total:float, count:float) -> tuple:
     dist.all_reduce(t)
     return t[0].item(), t[1].item()
 
-_fastai_avg_metric_acc = _fastai(AvgMetric.accumulate)
-@_wrapper(_fastai_avg_metric_acc)
-def _avg_metric_acc(self, learn):
-    k = real_items(learn)
-    if k is None: return _fastai_avg_metric_acc(self, learn)
-    v = float(self.func(_head(learn.pred, k), *_head(learn.yb, k)))*k if k else 0.
-    tot,cnt = _all_reduce_sum(v, k)
-    self.total += tot; self.count += cnt
-AvgMetric.accumulate = _avg_metric_acc
+def _patch_fastai_distributed(fd):
+    "The changes listed at the top, to fastai.distributed `fd` and its averages (each wraps fastai's original, never ours)"
+    # CPU sharding
+    orig_broadcast = _fastai(fd.DistributedDL._broadcast)
+    @_wrapper(orig_broadcast)
+    def _broadcast(self, t, rank):
+        "Broadcast the list `t` from `rank` to all ranks, on the device the backend needs (fastai always used CUDA)"
+        t = torch.tensor(t, dtype=torch.long, device=comm_device())
+        dist.broadcast(t, rank)
+        return t.cpu().tolist()
+    fd.DistributedDL._broadcast = _broadcast
 
-_fastai_avg_loss_acc = _fastai(AvgLoss.accumulate)
-@_wrapper(_fastai_avg_loss_acc)
-def _avg_loss_acc(self, learn):
-    k = real_items(learn)
-    if k is None: return _fastai_avg_loss_acc(self, learn)
-    bs = find_bs(learn.yb)
-    if k==bs: v = float(learn.loss.mean())*k
-    elif k: # the batch ends with repeats: score the real samples alone
-        with torch.no_grad(): v = float(learn.loss_func(_head(learn.pred, k), *_head(learn.yb, k)).mean())*k
-    else: v = 0.
-    tot,cnt = _all_reduce_sum(v, k)
-    self.total += tot; self.count += cnt
-AvgLoss.accumulate = _avg_loss_acc
+    # the trainer
+    orig_dt_init = _fastai(fd.DistributedTrainer.__init__)
+    @_wrapper(orig_dt_init)
+    def _dt_init(self, sync_bn=True, **kwargs):
+        if not torch.cuda.is_available(): kwargs.setdefault('cpu', True)   # else accelerate forms no group without a GPU
+        orig_dt_init(self, sync_bn, **kwargs)
+        if self.sync_bn and self.accelerator.device.type!='cuda': self.sync_bn = False   # `SyncBatchNorm` is GPU-only
+    fd.DistributedTrainer.__init__ = _dt_init
+
+    orig_before_validate = _fastai(fd.DistributedTrainer.before_validate)
+    @_wrapper(orig_before_validate)
+    def _dt_before_validate(self):
+        orig_before_validate(self)
+        sync_buffers(self.learn.model)
+    fd.DistributedTrainer.before_validate = _dt_before_validate
+
+    orig_setup = _fastai(fd.setup_distrib)
+    @_wrapper(orig_setup)
+    def _setup_distrib(gpu=None):
+        if torch.cuda.is_available(): return orig_setup(gpu)
+        setup_cpu_distrib()
+    fd.setup_distrib = _setup_distrib
+
+    # exact gathered averages
+    orig_metric_acc = _fastai(AvgMetric.accumulate)
+    @_wrapper(orig_metric_acc)
+    def _avg_metric_acc(self, learn):
+        k = real_items(learn)
+        if k is None: return orig_metric_acc(self, learn)
+        v = float(self.func(_head(learn.pred, k), *_head(learn.yb, k)))*k if k else 0.
+        tot,cnt = _all_reduce_sum(v, k)
+        self.total += tot; self.count += cnt
+    AvgMetric.accumulate = _avg_metric_acc
+
+    orig_loss_acc = _fastai(AvgLoss.accumulate)
+    @_wrapper(orig_loss_acc)
+    def _avg_loss_acc(self, learn):
+        k = real_items(learn)
+        if k is None: return orig_loss_acc(self, learn)
+        bs = find_bs(learn.yb)
+        if k==bs: v = float(learn.loss.mean())*k
+        elif k: # the batch ends with repeats: score the real samples alone
+            with torch.no_grad(): v = float(learn.loss_func(_head(learn.pred, k), *_head(learn.yb, k)).mean())*k
+        else: v = 0.
+        tot,cnt = _all_reduce_sum(v, k)
+        self.total += tot; self.count += cnt
+    AvgLoss.accumulate = _avg_loss_acc
+
+# Without accelerate there is no fastai.distributed (and no `DistributedDL` to fix): the import then changes nothing here
+if (_fd := fastai_distributed()) is not None: _patch_fastai_distributed(_fd)

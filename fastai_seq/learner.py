@@ -14,7 +14,6 @@ from fastai.metrics import accuracy
 from fastai.learner import Learner, Metric
 from fastai.callback.core import Callback
 from fastai.data.transforms import Normalize
-from fastai.distributed import DistributedDL
 from fastai.callback.core import CancelFitException
 import fastai.callback.progress  # noqa: F401 (`Learner.no_bar`, used by `forecast_report`)
 from fastai.torch_core import find_bs
@@ -23,6 +22,7 @@ from torch import nn
 import torch.nn.functional as F
 from pathlib import Path
 from .core import ImageSeq, ImageTuple
+from .distributed import plain_dl
 from .data import LoadFrames, show_batch, show_strip_rows, _seq_grid
 from .metrics import MSE, MAE, SSIM, PSNR, TopKAccuracy
 from .metrics import frame_ssim, get_norm_stats, _as_seq, _stat, _targ_normalised
@@ -243,7 +243,7 @@ class _ReportCallback(Callback):
     def after_batch(self):
         if self.training: return
         dl = self.learn.dl
-        if isinstance(dl, DistributedDL): dl = dl.dl
+        dl = plain_dl(dl)
         mean,std = get_norm_stats(dl)
         undo = lambda o: o if mean is None else o*_stat(std, o) + _stat(mean, o)
         p = _as_seq(self.learn.pred, 'pred')

@@ -44,8 +44,8 @@ from fastai.learner import Metric
 from fastai.torch_core import TensorImage
 from fastai.data.transforms import Normalize
 from fastai.data.core import DataLoaders
-from fastai.distributed import DistributedDL
 from fastai.metrics import top_k_accuracy as _fastai_top_k
+from .distributed import plain_dl
 
 __all__ = ['SeqMetric', 'get_norm_stats', 'frame_ssim', 'MSE', 'MAE', 'SSIM', 'PSNR', 'MSEFrame', 'MAEFrame',
            'seq_mse', 'seq_mae', 'ssim', 'psnr', 'mse_frame', 'mae_frame', 'TopKAccuracy']
@@ -139,7 +139,7 @@ class SeqMetric(Metric):
         if not self.denorm or learn is None: return None, None
         dl = getattr(learn, '__dict__', {}).get('dl', None)
         if dl is None: dl = learn.dls.valid
-        if isinstance(dl, DistributedDL): dl = dl.dl  # under `distrib_ctx`: the wrapped loader holds the transforms
+        dl = plain_dl(dl)  # under `distrib_ctx`: the wrapped loader holds the transforms
         return get_norm_stats(dl) if _targ_normalised(dl) else (None, None)
 
     def per_sample(self, pred, targ, learn=None) -> Tensor:

@@ -266,13 +266,23 @@ def test_patches_keep_fastai_cuda_path():
     from fastai.distributed import DistributedDL, DistributedTrainer
     import fastai.distributed as fd
     import fastai_seq.distributed as sd
-    assert DistributedDL._broadcast.__name__=='_broadcast' and DistributedTrainer.__init__.__wrapped__ is sd._fastai_dt_init
-    _fastai_init = sd._fastai_dt_init
-    assert fd.setup_distrib.__wrapped__ is sd._fastai_setup_distrib
+    orig_init = DistributedTrainer.__init__._fastai_seq_orig
+    assert DistributedDL._broadcast.__name__=='_broadcast' and DistributedTrainer.__init__.__wrapped__ is orig_init
+    assert not hasattr(orig_init, '_fastai_seq_orig') and orig_init.__module__=='fastai.distributed'
+    assert fd.setup_distrib.__wrapped__ is fd.setup_distrib._fastai_seq_orig
     assert sd.comm_device()==torch.device('cpu')
     import importlib
     importlib.reload(sd)   # importing again wraps fastai's functions, not our wrappers
-    assert DistributedTrainer.__init__._fastai_seq_orig is sd._fastai_dt_init is _fastai_init
-    assert DistributedTrainer.__init__.__wrapped__ is _fastai_init and not hasattr(_fastai_init, '_fastai_seq_orig')
+    assert DistributedTrainer.__init__._fastai_seq_orig is orig_init
+    assert DistributedTrainer.__init__.__wrapped__ is orig_init and not hasattr(orig_init, '_fastai_seq_orig')
+
+def test_import_leaves_warning_filters_alone():
+    "Importing fastai_seq (and with it fastai.distributed and accelerate) adds no process-wide warning filter"
+    import subprocess, sys
+    code = ("import warnings; from fastai.vision.all import *; before = list(warnings.filters)\n"
+            "from fastai_seq.all import *\n"
+            "new = [f for f in warnings.filters if f not in before]; assert not new, new; print('ok')")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert r.returncode==0 and 'ok' in r.stdout, r.stderr[-2000:]
 
 if __name__=='__main__': _worker(Path(sys.argv[1]))
