@@ -32,3 +32,29 @@ def test_all_exports_the_public_api():
 def test_version():
     import fastai_seq
     assert fastai_seq.__version__.count('.') == 2
+
+_EXTRAS = ('accelerate', 'timm', 'wandb', 'huggingface_hub', 'transformers', 'rarfile', 'torchcodec', 'toml')
+
+def test_imports_and_trains_without_extras():
+    "No extra installed (each blocked in `sys.modules`): the package imports, a learner trains, an extra's feature names its install"
+    code = f"""
+import sys
+for m in {_EXTRAS!r}: sys.modules[m] = None   # `import m` fails and `importlib.util.find_spec(m)` is None, as when not installed
+import warnings
+from fastai.vision.all import *
+before = list(warnings.filters)
+from fastai_seq.all import *
+assert [f for f in warnings.filters if f not in before]==[], 'the import changed the warning filters'
+assert 'fastai.distributed' not in sys.modules
+dls = moving_mnist_dls(n_in=2, n_out=2, n_train=4, n_valid=4, bs=2, size=32)
+learn = seq_learner(dls, 'convgru', szs=(4,8), stem=(4,))
+learn.fit(1)
+assert learn.recorder.values
+import fastai_seq.distributed as D
+for f, args in ((D.fastai_distributed, (True,)),):
+    try: f(*args); raise SystemExit('no ImportError')
+    except ImportError as e: assert 'fastai_seq[distributed]' in str(e), e
+print('ok')
+"""
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert r.returncode==0 and 'ok' in r.stdout, r.stderr[-3000:]
