@@ -407,7 +407,7 @@ class TimeBudget(Callback):
     order = 55  # before `ParamScheduler` (60) reads `pct_train`
     def __init__(self,
         budget:float, # Training seconds (the validation of the epochs before the last included)
-    ): self.budget = budget
+    ): self.budget,self.spent = budget,False
     def before_fit(self):
         import time
         self.t0,self.n,self._clock = time.perf_counter(),0,time.perf_counter
