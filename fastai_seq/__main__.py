@@ -1,6 +1,6 @@
 "The command line: `python -m fastai_seq forecast|classify` trains on an embedded offline default or on your data"
 from __future__ import annotations
-import os, sys, time
+import sys, time
 from pathlib import Path
 from .core import fast_mode
 
@@ -108,11 +108,12 @@ def _epoch_legend(learn) -> str:
     loss = str(learn.loss_func)
     loss = 'MSE per pixel' if 'MSELoss' in loss else 'cross-entropy' if 'CrossEntropy' in loss else loss
     about = [(m.name, *_about(m.name)) for m in learn.metrics]
-    lower = ', '.join(['train_loss, valid_loss', *(n for n,_,_,b in about if b=='lower')])
+    lower = ', '.join(n for n,_,_,b in about if b=='lower')
     higher = ', '.join(n for n,_,_,b in about if b=='higher')
-    per_px = [f'{n} = {l}' for n,l,_,_ in about if l!=n]
-    return (f"Epoch table ({loss} loss): {lower}: lower is better" + (f"; {higher}: higher is better" if higher else '') +
-            (f" ({', '.join(per_px)} below: per pixel)" if per_px else ''))
+    renamed = [(n,l) for n,l,_,_ in about if l!=n]
+    return (f"Epoch table: train_loss and valid_loss (the loss, {loss}){', '+lower if lower else ''}: lower is better" +
+            (f"; {higher}: higher is better" if higher else '') +
+            (f". {', '.join(n for n,_ in renamed)} are per pixel ({', '.join(l for _,l in renamed)} below)" if renamed else ''))
 
 def _ssim_note(t) -> str:
     "Why a blurred forecast's SSIM can be below the blank frames' while its MSE is far lower"
@@ -155,7 +156,10 @@ def run_forecast(arch:str='convgru', epochs:int=None, digits:str=None, out:str='
         print(f"Training {what}, for {budget:.0f} s (about {epochs} epoch{'s'*(epochs>1)}; --epochs N to choose; an epoch "
               f"the time runs out in stops there and is validated)")
         print(_epoch_legend(learn), flush=True)
-        learn.fit_one_cycle(epochs, lr, cbs=TimeBudget(budget))
+        tb = TimeBudget(budget)
+        learn.fit_one_cycle(epochs, lr, cbs=tb)
+        if tb.cut: print(f"(the {budget:.0f} s ran out in epoch {tb.cut[0]}, after {tb.cut[1]} of its {tb.cut[2]} batches: "
+                         "its row is that part of the epoch)")
     else:
         print(f"Training {what}, {epochs} epoch{'s'*(epochs>1)}")
         print(_epoch_legend(learn), flush=True)
@@ -188,14 +192,14 @@ def run_forecast(arch:str='convgru', epochs:int=None, digits:str=None, out:str='
 def run_classify(arch:str='frames_lstm', data:str=None, epochs:int=None, out:str='out', bs:int=8, lr:float=None,
                  n_frames:int=None, size:int=None, seed:int=0, pretrained:bool=False, body:str=None):
     "Train `arch` on a folder-per-class video set (generated motion videos unless `data`), print metrics, write model.pkl and a PNG"
-    from fastai.vision.all import DataBlock, CategoryBlock, parent_label, RandomSplitter, Resize, plt
+    from fastai.vision.all import DataBlock, CategoryBlock, parent_label, Resize, plt
     from .data import VideoBlock
     from .video import get_video_files, ucf101_splits, GroupSplitter, ucf101_group
+    from .datasets import make_moving_videos
+    from .learner import seq_learner, pretrained_defaults
     def _ucf_named(o):
         try: return bool(ucf101_group(o))
         except ValueError: return False
-    from .datasets import make_moving_videos
-    from .learner import seq_learner, pretrained_defaults
     fast = fast_mode()
     # CPU-sized defaults for generated data; with `pretrained`, the arch's recipe (`pretrained_defaults`: frame size, clip
     # length, lr, fine_tune epochs), sized for real video on a GPU

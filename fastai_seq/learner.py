@@ -407,11 +407,11 @@ class TimeBudget(Callback):
     order = 55  # before `ParamScheduler` (60) reads `pct_train`
     def __init__(self,
         budget:float, # Training seconds (the validation of the epochs before the last included)
-    ): self.budget,self.spent = budget,False
+    ): self.budget,self.spent,self.cut = budget,False,None
     def before_fit(self):
         import time
         self.t0,self.n,self._clock = time.perf_counter(),0,time.perf_counter
-        self.spent = False
+        self.spent,self.cut = False,None
     def before_epoch(self):
         if self.spent: raise CancelFitException()
     def before_batch(self):
@@ -424,6 +424,8 @@ class TimeBudget(Callback):
         self.n += find_bs(self.learn.yb)
         if self._clock()-self.t0 > self.budget:
             self.spent = True
+            # `(epoch, batches trained, batches an epoch)` where the time ran out, unless that was the epoch's last batch
+            if self.learn.iter+1 < self.learn.n_iter: self.cut = (self.learn.epoch, self.learn.iter+1, self.learn.n_iter)
             raise CancelTrainException()   # validate this epoch, log its row, then stop (`before_epoch`)
     def after_cancel_train(self):
         # the `Recorder` (order 50, before this) drops the training loss of a cancelled epoch: keep it, the epoch ran

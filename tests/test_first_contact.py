@@ -122,6 +122,7 @@ def test_time_budget_cut_epoch_is_logged(capsys):
                                  setattr(tb, '_clock', lambda: next(clock)))
         learn.fit_one_cycle(3, 1e-3)
     assert tb.n == 2*8 and tb.spent   # the 2nd batch ends at 30 > 25 s: the rest of the epoch and epochs 1, 2 are skipped
+    assert tb.cut == (0, 2, 4)
     assert len(learn.recorder.values) == 1 and len(learn.recorder.values[0]) == 2 + len(learn.metrics)
     lines = capsys.readouterr().out.strip().split('\n')
     assert lines[0].split()[:3] == ['epoch', 'train_loss', 'valid_loss'] and len(lines) == 2
