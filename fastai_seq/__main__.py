@@ -1,6 +1,6 @@
 "The command line: `python -m fastai_seq forecast|classify` trains on an embedded offline default or on your data"
 from __future__ import annotations
-import sys, time
+import math, sys, time
 from pathlib import Path
 from .core import fast_mode
 
@@ -87,9 +87,8 @@ def _forecast_png(x, y, p, fn, title:str=''):
     fig.subplots_adjust(wspace=0.04, hspace=0.25)
     fig.savefig(fn, dpi=100, bbox_inches='tight'); plt.close(fig)
 
-def _epochs_for(learn, budget:float) -> int:
-    "Epochs that fill `budget` seconds, from the time of two training passes (forward and backward; the weights are not changed)"
-    import math
+def _epochs_for(learn, budget:float) -> float:
+    "Epochs (a fraction when short) that fill `budget` seconds, from the time of two training passes (forward and backward; the weights are not changed)"
     xb,yb = learn.dls.train.one_batch()
     m = learn.model.train()
     for i in range(3):
@@ -97,7 +96,7 @@ def _epochs_for(learn, budget:float) -> int:
         learn.loss_func(m(xb), yb).backward()
     m.zero_grad(set_to_none=True)
     per_batch = (time.perf_counter()-t)/2*1.15   # the optimiser step and the data come on top
-    return max(1, math.ceil(budget/(per_batch*len(learn.dls.train))))
+    return budget/(per_batch*len(learn.dls.train))
 
 def _table(df) -> str: return df.to_string(float_format=lambda v: f'{v:.4g}')
 
@@ -152,9 +151,10 @@ def run_forecast(arch:str='convgru', epochs:int=None, digits:str=None, out:str='
             f"epoch, {n_valid} validation, {n_in} -> {n_out} frames")
     if epochs is None:
         budget = budget or 240.
-        epochs = _epochs_for(learn, budget)
-        print(f"Training {what}, for {budget:.0f} s (about {epochs} epoch{'s'*(epochs>1)}; --epochs N to choose; an epoch "
-              f"the time runs out in stops there and is validated)")
+        est = _epochs_for(learn, budget)
+        epochs = max(1, math.ceil(est))
+        print(f"Training {what}, for {budget:.0f} s (about {est:.2g} epoch{'s'*(est>=1.05)} on this machine; --epochs N to "
+              f"choose; the epoch the time runs out in stops there and is validated)")
         print(_epoch_legend(learn), flush=True)
         tb = TimeBudget(budget)
         learn.fit_one_cycle(epochs, lr, cbs=tb)

@@ -73,11 +73,13 @@ def test_classify_command_plain_folder(tmp_path, monkeypatch):
     p1, p2 = learn.predict('plain/down/clip1.mp4'), learn.predict(Path('plain/down/clip1.mp4'))
     assert p1[0] in ('left', 'down') and p1[0]==p2[0] and (p1[2]==p2[2]).all()
 
-def test_run_forecast_relative_out(tmp_path, monkeypatch):
-    "`run_forecast` in-process, with the default relative `out`, writes into cwd/out"
-    from fastai_seq.__main__ import run_forecast
+def test_run_forecast_relative_out(tmp_path, monkeypatch, capsys):
+    "`run_forecast` in-process, with the default relative `out` and a time budget: epoch rows with their loss, files in cwd/out"
+    from fastai_seq.__main__ import run_forecast, console_logging
     monkeypatch.chdir(tmp_path); monkeypatch.setenv('FASTAI_SEQ_FAST', '1')
-    res = run_forecast(n_in=4, n_out=4, n_train=16, n_valid=8, bs=8)
+    with console_logging(lines=True): res = run_forecast(n_in=4, n_out=4, n_train=16, n_valid=8, bs=8, budget=1)
+    out = capsys.readouterr().out
+    assert re.search(r'for 1 s \(about [\d.]+ epochs? on this machine', out) and len(_epoch_rows(out)) >= 1, out
     for f in ('model.pkl', 'predictions.png', 'horizon.png', 'prediction.gif'): assert (tmp_path/'out'/f).exists(), f
     assert res['report'].n==8 and 0 < res['mse'] < 1 and not (tmp_path/'out'/'out').exists()
 
