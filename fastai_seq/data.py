@@ -524,16 +524,35 @@ for _nm in ('lighting', 'hsv'):
     _f = getattr(TensorImage, _nm)
     setattr(TensorImage, _nm, _seq_aware(getattr(_f, '_fastai_seq_orig', _f)))  # idempotent on re-import
 
-def _seq_grid(n:int, ncols:int, max_frames:int, figsize=None, title=None):
-    "Axes for `n` rows of `ncols` frame strips"
-    figsize = figsize or (min(1.6*max_frames*ncols, 24), 1.9*n)
-    return get_grid(n*ncols, nrows=n, ncols=ncols, figsize=figsize, title=title)
+def _strip_hw(o, max_frames:int=None) -> tuple|None:
+    "`(height, width)` in pixels of the strip `o` (an `ImageSeq`, a tuple of frames) is drawn as; None if it is not a sequence"
+    try:
+        if isinstance(o, Tensor):
+            fr = o if o.ndim==4 else o[0]
+            k,h,w = len(fr),fr.shape[-2],fr.shape[-1]
+        else:
+            f = o[0]
+            k,(w,h) = len(o),(f.size if isinstance(f, Image.Image) else (f.shape[-1], f.shape[-2]))
+    except (TypeError, IndexError, AttributeError): return None
+    k = min(k, max_frames) if max_frames else k
+    return int(h), int(k*w + 2*(k-1))   # `frames_strip`: 2 white pixels between frames
+
+def _seq_grid(n:int, ncols:int, max_frames:int, figsize=None, title=None, strips=()):
+    "Axes for `n` rows of `ncols` frame strips, the figure sized to `strips` (sequences to draw) and laid out so no title overlaps another"
+    if figsize is None:
+        hws = [hw for hw in (_strip_hw(o, max_frames) for o in strips) if hw]
+        aspect = max((w/h for h,w in hws), default=max_frames+0.1)   # the widest strip; square frames by default
+        fh = min(1.35, (24-0.25*(ncols-1))/(ncols*aspect))           # strip height (inches): a frame 1.35 in high, 24 in wide at most
+        figsize = (ncols*fh*aspect + 0.25*(ncols-1) + 0.1, n*(fh+0.32) + (0.4 if title else 0.05))
+    # constrained layout makes room for the figure title above the first row's titles at draw time, with no band between
+    _,axs = get_grid(n*ncols, nrows=n, ncols=ncols, figsize=figsize, title=title, return_fig=True, layout='constrained')
+    return axs
 
 @dispatch
 def show_batch(x:ImageSeq, y, samples, ctxs=None, max_n:int=6, nrows=None, ncols=None, figsize=None, max_frames:int=8, **kwargs):
     "Each sample as a strip of frames, titled with its label"
     n = min(len(samples), max_n)
-    if ctxs is None: ctxs = _seq_grid(n, 1, max_frames, figsize)
+    if ctxs is None: ctxs = _seq_grid(n, 1, max_frames, figsize, strips=samples.itemgot(0)[:n])
     return get_show_batch_func(object)(x, y, samples, ctxs=ctxs, max_n=n, max_frames=max_frames, **kwargs)
 
 def _show_label(o, ctx, **kwargs):
@@ -545,7 +564,7 @@ def _show_label(o, ctx, **kwargs):
 def show_batch(x:ImageTuple, y, samples, ctxs=None, max_n:int=6, nrows=None, ncols=None, figsize=None, max_frames:int=8, **kwargs):
     "A batch of `ImageTuple`s (tuples of `(B,C,H,W)` frames, as the UCF101 tutorial's pipeline yields): one strip per sample, its label as title"
     n = min(len(samples), max_n)
-    if ctxs is None: ctxs = _seq_grid(n, 1, max_frames, figsize)
+    if ctxs is None: ctxs = _seq_grid(n, 1, max_frames, figsize, strips=[s[0] for s in samples[:n]])
     for s,c in zip(samples[:n], ctxs):
         ImageTuple(s[0]).show(ctx=c, max_frames=max_frames, **kwargs)
         for o in s[1:]: _show_label(o, c)
@@ -555,7 +574,7 @@ def show_strip_rows(cols, n:int, ctxs=None, figsize=None, max_frames:int=10, tit
     "Row `i` of the figure: the `i`-th sequence of each of `cols` (input, target, ...) as strips; `wrap` makes them showable"
     cols = [list(c)[:n] for c in cols]
     k = len(cols)
-    if ctxs is None: ctxs = _seq_grid(n, k, max_frames, figsize, title=title)
+    if ctxs is None: ctxs = _seq_grid(n, k, max_frames, figsize, title=title, strips=[o for c in cols for o in c])
     for i,col in enumerate(cols):
         ctxs[i::k] = [(o if wrap is None else wrap(o)).show(ctx=c, max_frames=max_frames, **kwargs) for o,c in zip(col, ctxs[i::k])]
     return ctxs

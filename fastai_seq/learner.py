@@ -15,6 +15,7 @@ from fastai.learner import Learner, Metric
 from fastai.callback.core import Callback
 from fastai.data.transforms import Normalize
 from fastai.callback.core import CancelFitException
+from fastai.callback.core import CancelTrainException
 import fastai.callback.progress  # noqa: F401 (`Learner.no_bar`, used by `forecast_report`)
 from fastai.torch_core import find_bs
 from fastai.torch_core import Module
@@ -106,7 +107,7 @@ def show_results(x:ImageSeq, y:ImageSeq, samples, outs, ctxs=None, max_n:int=4, 
 def _show_clips(samples, outs, ctxs, max_n, figsize, max_frames, wrap=noop, **kwargs):
     "Each clip as a strip titled 'actual / predicted', green when right and red when wrong"
     n = min(len(samples), max_n)
-    if ctxs is None: ctxs = _seq_grid(n, 1, max_frames, figsize, title='Actual / Predicted')
+    if ctxs is None: ctxs = _seq_grid(n, 1, max_frames, figsize, title='Actual / Predicted', strips=[s[0] for s in list(samples)[:n]])
     for (s,o,c) in zip(list(samples)[:n], list(outs)[:n], ctxs):
         wrap(s[0]).show(ctx=c, max_frames=max_frames, **kwargs)
         c.set_title(f'{s[1]} / {o[0]}', color='green' if str(s[1])==str(o[0]) else 'red')
@@ -138,7 +139,8 @@ def show_results(x:ImageTuple, y:ImageTuple, samples, outs, ctxs=None, max_n:int
 def plot_top_losses(x:ImageSeq, y:TensorCategory, samples, outs, raws, losses, nrows=None, ncols=None, figsize=None,
                     max_frames:int=8, **kwargs):
     "Each clip as a strip titled 'prediction / actual / loss / probability'"
-    axs = _seq_grid(len(samples), 1, max_frames, figsize, title='Prediction / Actual / Loss / Probability')
+    axs = _seq_grid(len(samples), 1, max_frames, figsize, title='Prediction / Actual / Loss / Probability',
+                    strips=[s[0] for s in samples])
     for ax,s,o,r,l in zip(axs, samples, outs, raws, losses):
         s[0].show(ctx=ax, max_frames=max_frames, **kwargs)
         ax.set_title(f'{o[0]} / {s[1]} / {l.item():.2f} / {r.max().item():.2f}')
@@ -148,7 +150,8 @@ def plot_top_losses(x:ImageSeq, y:TensorCategory, samples, outs, raws, losses, n
 def plot_top_losses(x:ImageSeq, y:ImageSeq, samples, outs, raws, losses, nrows=None, ncols=None, figsize=None,
                     max_frames:int=10, **kwargs):
     "Each sample as a row: input, target and predicted frames, with its loss"
-    axs = _seq_grid(len(samples), 3, max_frames, figsize, title='Input / Target / Prediction')
+    axs = _seq_grid(len(samples), 3, max_frames, figsize, title='Input / Target / Prediction',
+                    strips=[o for s in samples for o in s[:2]])
     for i,(s,o,l) in enumerate(zip(samples, outs, losses)):
         for j,(im,t) in enumerate(zip((s[0], s[1], o[0]), ('input', 'target', f'prediction; loss {l.item():.4f}'))):
             im.show(ctx=axs[3*i+j], max_frames=max_frames, **kwargs)
@@ -357,11 +360,22 @@ class Rollout(Module):
 
 _fastai_predict = Learner.predict
 
+def _path_item(dls, item):
+    "`item` as fastai's `test_dl` takes it: a `str` becomes a `Path` when the data's items were paths (its type is matched against theirs)"
+    if not isinstance(item, str): return item
+    tls = getattr(getattr(dls, 'valid_ds', None), 'tls', None)
+    types = getattr(tls[0], 'types', None) if tls else None
+    if not types: return item
+    # the first type is the training items' (`infer_idx` skips the transforms before the first type that matches: a
+    # `str` matching a later one would skip `get_x`), so a `str` is turned into a `Path` only where the items were paths
+    return Path(item) if not isinstance(item, types[0]) and isinstance(Path(item), types[0]) else item
+
 @patch
 def predict(self:Learner, item, rm_type_tfms=None, with_input=False,
     n_out:int=None, # Forecasting: the number of frames to predict, rolling the model forward past the horizon it was trained for
 ):
-    "fastai's `Learner.predict`; with `n_out` a forecasting model is rolled forward autoregressively to `n_out` frames"
+    "fastai's `Learner.predict` (a video file or frame folder given as a `str` or a `Path`); with `n_out` a forecasting model is rolled forward autoregressively to `n_out` frames"
+    item = _path_item(self.dls, item)
     if n_out is None: return _fastai_predict(self, item, rm_type_tfms=rm_type_tfms, with_input=with_input)
     if getattr(self, 'task', 'forecast')!='forecast': raise ValueError("predict(n_out=...) is for forecasting learners.")
     model = self.model
@@ -388,13 +402,18 @@ def forecast(self:Learner,
 
 class TimeBudget(Callback):
     "Train for `budget` seconds at most: the one-cycle schedule's progress is the time spent (or the epochs done, if they end first)"
+    # The epoch in which the budget runs out stops training there and is still validated (and logged: a row of the epoch
+    # table even when the budget ends the first epoch); the fit stops after it. That validation comes on top of the budget.
     order = 55  # before `ParamScheduler` (60) reads `pct_train`
     def __init__(self,
-        budget:float, # Training seconds (validation included)
-    ): self.budget = budget
+        budget:float, # Training seconds (the validation of the epochs before the last included)
+    ): self.budget,self.spent,self.cut = budget,False,None
     def before_fit(self):
         import time
         self.t0,self.n,self._clock = time.perf_counter(),0,time.perf_counter
+        self.spent,self.cut = False,None
+    def before_epoch(self):
+        if self.spent: raise CancelFitException()
     def before_batch(self):
         # the time spent, or the share of the epochs done when they end first: the schedule anneals on either
         if self.training:
@@ -403,7 +422,15 @@ class TimeBudget(Callback):
     def after_batch(self):
         if not self.training: return
         self.n += find_bs(self.learn.yb)
-        if self._clock()-self.t0 > self.budget: raise CancelFitException()
+        if self._clock()-self.t0 > self.budget:
+            self.spent = True
+            # `(epoch, batches trained, batches an epoch)` where the time ran out, unless that was the epoch's last batch
+            if self.learn.iter+1 < self.learn.n_iter: self.cut = (self.learn.epoch, self.learn.iter+1, self.learn.n_iter)
+            raise CancelTrainException()   # validate this epoch, log its row, then stop (`before_epoch`)
+    def after_cancel_train(self):
+        # the `Recorder` (order 50, before this) drops the training loss of a cancelled epoch: keep it, the epoch ran
+        rec = getattr(self.learn, 'recorder', None)
+        if self.spent and rec is not None: rec.cancel_train = False
 
 class PixelLevelsLoss:
     "The moving_mnist package's cross-entropy recipe: each pixel of the `[0,1]` target frames is a class (on/off at `th`, or `n_levels` gray levels)"

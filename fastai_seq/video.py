@@ -894,14 +894,31 @@ def ucf101_group(path):
                                    "`GroupSplitter(group_func=...)` a function returning the group of an item")
     return f'{m.group(1)}_g{m.group(2)}'
 
+def _is_ucf(o) -> bool:
+    p = Path(o)
+    return _UCF_RE.match(p.stem if p.suffix.lower() in VIDEO_EXTS else p.name) is not None
+
 def GroupSplitter(valid_pct=0.2,           # Fraction of the groups in the validation set
                   seed=None,               # Random seed (None: follows `set_seed`)
-                  group_func=ucf101_group, # item -> group id
+                  group_func=ucf101_group, # item -> group id; by default the UCF101 group, or the file itself when no name is UCF101-style
                  ):
     "Split `items` at random by group, so the items of one group never straddle train and valid"
-    assert 0 < valid_pct < 1, f"valid_pct must be between 0 and 1, not {valid_pct}"
+    # With the default `group_func`: when every item is named `v_<Class>_g<XX>_c<YY>` the groups are UCF101's (clips cut
+    # from one video share a group); when none is, each item is its own group (an ordinary folder of videos splits by
+    # file); a mix of the two is an error, since the split would silently ignore the groups of some items.
+    if not 0 < valid_pct < 1: raise ValueError(f"valid_pct must be between 0 and 1 (a fraction of the groups), not {valid_pct}")
     def _inner(items):
-        groups = [group_func(o) for o in items]
+        items = list(items)
+        if group_func is ucf101_group:
+            ucf = [_is_ucf(o) for o in items]
+            if all(ucf): groups = [ucf101_group(o) for o in items]
+            elif not any(ucf): groups = list(range(len(items)))
+            else:
+                good,bad = items[ucf.index(True)],items[ucf.index(False)]
+                raise ValueError(f"{sum(ucf)} of {len(items)} items have UCF101-style names `v_<Class>_g<XX>_c<YY>` (e.g. {good}) "
+                                 f"and the others do not (e.g. {bad}): name them all one way, or pass `GroupSplitter(group_func=...)` "
+                                 "a function returning the group of an item (`group_func=str` splits by file)")
+        else: groups = [group_func(o) for o in items]
         uniq = sorted(set(groups), key=str)
         g = torch.Generator().manual_seed(seed) if seed is not None else None
         perm = torch.randperm(len(uniq), generator=g).tolist()
