@@ -29,10 +29,14 @@ def _check_pyav(version:str) -> tuple|None:
         raise ImportError(f"fastai_seq needs PyAV >= {need} (found {version}): pip install -U av")
     return v
 
+def _open_kw(v:tuple|None) -> dict:
+    "`av.open` arguments for reading with PyAV `(major, minor)` `v`"
+    # PyAV 19 removed `metadata_errors`: it decodes tags as UTF-8 with 'surrogateescape', which never fails, so nothing
+    # replaces it; before 19 its default 'strict' refuses a file whose tags are not UTF-8
+    return {'metadata_errors': 'ignore'} if v is not None and v < (19, 0) else {}
+
 _PYAV = _check_pyav(av.__version__)
-# PyAV 19 removed `av.open(metadata_errors=)`: it decodes metadata as UTF-8 with 'surrogateescape', which never fails,
-# so it needs nothing in its place; before 19 the default 'strict' refuses a file whose tags are not UTF-8
-_OPEN_KW = {'metadata_errors': 'ignore'} if _PYAV is not None and _PYAV < (19, 0) else {}
+_OPEN_KW = _open_kw(_PYAV)
 
 # Exceptions that are programming errors: raised by our call into PyAV (an API this PyAV changed), never by a bad file
 _CODE_ERRORS = (TypeError, AttributeError, NameError, ImportError)
