@@ -20,6 +20,7 @@ from fastai.vision.augment import RandTransform, PadMode, Resize, _init_mat, aff
 from fastai.vision.data import get_grid
 from .core import ImageTuple, ImageSeq, ImageSeqBW, SeqError, ls_sorted
 from .video import read_frames, video_info, VideoError, VIDEO_EXTS, _too_many_pixels, _BIGGER, _index_files, _before_fork
+from .video import _LIBRARY_ERRORS
 
 __all__ = ['SAMPLERS', 'SHORT_POLICIES', 'ON_ERROR', 'MAX_PIXELS', 'sample_indices', 'clip_indices', 'SkippedItem',
            'SkippedItemWarning', 'SkipLog', 'LoadFrames', 'StackFrames', 'IntToFloatSeq', 'SeqDL', 'SeqBlock', 'VideoBlock',
@@ -219,6 +220,7 @@ class LoadFrames(RandTransform):
         self._src = src if src is not None else _frames_src(o)
         try: return f(o)
         except SkipItemException: raise
+        except _LIBRARY_ERRORS: raise  # a bug or an unsupported PyAV, not this item: never skipped, never blamed on it
         except Exception as e:
             err = e if isinstance(e, (SeqError, VideoError)) else SeqError(
                 f"{src if src is not None else 'sequence'}: cannot load it ({type(e).__name__}: {e}). Remove or replace it.")

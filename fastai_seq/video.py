@@ -11,6 +11,50 @@ __all__ = ['VideoError', 'VIDEO_EXTS', 'VideoInfo', 'video_info', 'read_frames',
            'extract_frames', 'videos_to_frames', 'unrar', 'ucf101_splits', 'ucf101_group', 'GroupSplitter']
 
 # ---------------------------------------------------------------------------------------------------------------------
+# PyAV versions
+
+MIN_PYAV = (18, 0)  # `av.stream.Discard`, `VideoReformatter.reformat(threads=)`; 18 and 19 are tested
+_PYAV_PIN = "av>=18,<20"  # what to install when this PyAV is not supported
+
+def _pyav_version(version:str) -> tuple|None:
+    "`(major, minor)` of a PyAV version string, or None if it does not start with them"
+    m = re.match(r'(\d+)\.(\d+)', str(version))
+    return (int(m[1]), int(m[2])) if m else None
+
+def _check_pyav(version:str) -> tuple|None:
+    "`(major, minor)` of PyAV `version`; `ImportError` saying what to install if it is older than `MIN_PYAV`"
+    v = _pyav_version(version)
+    if v is not None and v < MIN_PYAV:
+        need = f"{MIN_PYAV[0]}" if MIN_PYAV[1] == 0 else '.'.join(map(str, MIN_PYAV))
+        raise ImportError(f"fastai_seq needs PyAV >= {need} (found {version}): pip install -U av")
+    return v
+
+def _open_kw(v:tuple|None) -> dict:
+    "`av.open` arguments for reading with PyAV `(major, minor)` `v`"
+    # PyAV 19 removed `metadata_errors`: it decodes tags as UTF-8 with 'surrogateescape', which never fails, so nothing
+    # replaces it; before 19 its default 'strict' refuses a file whose tags are not UTF-8
+    return {'metadata_errors': 'ignore'} if v is not None and v < (19, 0) else {}
+
+_PYAV = _check_pyav(av.__version__)
+_OPEN_KW = _open_kw(_PYAV)
+
+# Exceptions that are programming errors: raised by our call into PyAV (an API this PyAV changed), never by a bad file
+_CODE_ERRORS = (TypeError, AttributeError, NameError, ImportError)
+
+class _LibraryError(RuntimeError): "fastai_seq's own call into PyAV failed: a bug or an unsupported PyAV, not a bad file"
+
+_LIBRARY_ERRORS = _CODE_ERRORS + (_LibraryError,)  # what item loaders must raise as is: never skipped, never blamed on a file
+
+def _library_error(fn, e) -> _LibraryError:
+    "The error to raise when reading `fn` failed with the programming error `e` of our call into PyAV"
+    return _LibraryError(f"{fn}: fastai_seq does not support PyAV {av.__version__} ({type(e).__name__}: {e}); the file is "
+                         f"not at fault. Please report it (with this message), or `pip install '{_PYAV_PIN}'`")
+
+def _ours(e) -> bool:
+    "Whether exception `e` is a programming error of our call into PyAV rather than a problem of the file"
+    return isinstance(e, _CODE_ERRORS) and not isinstance(e, av.error.FFmpegError)
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Errors
 
 class VideoError(ValueError):
@@ -44,8 +88,9 @@ class VideoInfo(NamedTuple):
 def _open(fn):
     "Open `fn` with PyAV, raising `VideoError` with a useful message if that fails"
     fn = Path(fn)
-    try: return av.open(str(fn), metadata_errors='ignore')
+    try: return av.open(str(fn), **_OPEN_KW)
     except Exception as e: err = e  # only now look at why (no system calls on the way of a good file)
+    if _ours(err): raise _library_error(fn, err) from err
     if not fn.exists(): raise _verr(fn, "no such file", "Check the path, and that the dataset was fully downloaded and extracted")
     if fn.is_dir(): raise _verr(fn, "is a folder, not a video file", "Pass a video file (folders of frames are read by `SeqBlock`)")
     if fn.stat().st_size == 0: raise _verr(fn, "the file is empty (0 bytes)", "Re-download or re-extract it, or remove it from the dataset")
@@ -156,12 +201,15 @@ def _probe(fn, force_decode=False, max_pixels=None):
                 if count or first is None:
                     try: fr = p.decode()
                     except Exception as e:
+                        if _ours(e): raise _library_error(fn, e) from e
                         raise _verr(fn, f"decoding failed at frame {n_dec} ({type(e).__name__}: {e})", _REENCODE) from None
                     if fr and first is None: first = fr[0]
                     if count: dfr += [(f.pts, f.key_frame) for f in fr]
                     n_dec += len(fr)
-        except VideoError: raise
-        except Exception as e: err = e
+        except (VideoError, _LibraryError): raise
+        except Exception as e:
+            if _ours(e): raise _library_error(fn, e) from e
+            err = e
         if err is not None and n_pk == 0:
             raise _verr(fn, f"no video packet can be read ({type(err).__name__}: {err})", _REENCODE)
         # A header count is only a hint: an AVI's counts empty 'dropped frame' chunks (XviD B-frames, H.264 copied into
@@ -243,6 +291,7 @@ def _count_frames(fn):
         try:
             for p in c.demux(s): n += len(p.decode())
         except Exception as e:
+            if _ours(e): raise _library_error(fn, e) from e
             raise _verr(fn, f"decoding failed after {n} frames ({type(e).__name__}: {e})", _REENCODE) from None
     return n
 
@@ -313,9 +362,22 @@ def _default_threads():
     "Decoder threads: 1 in DataLoader workers (torch sets 1 thread there), else up to 2"
     return max(1, min(2, torch.get_num_threads()))
 
+def _logging_on() -> bool:
+    "Whether PyAV's Python log callback is installed (`av.logging.set_level(<int>)`, as torchvision <= 0.25 does at import)"
+    # `get_level()` is None exactly while PyAV's silent callback is installed (its default, or `set_level(None)`); after
+    # `restore_default_callback()` it still says the old level: then decoding is single-threaded with no need, never hangs
+    return av.logging.get_level() is not None
+
+def _n_threads(threads) -> int:
+    "Decoder threads for `threads` (None: the default): always 1 while PyAV's Python log callback is installed"
+    # An FFmpeg decoder thread that logs calls that callback, which waits for the GIL; freeing the decoder waits, holding
+    # the GIL, for that thread: a deadlock (PyAV-Org/PyAV#751) that hung 2 in 4 runs of 300 `read_frames` at ERROR level
+    if _logging_on(): return 1
+    return _default_threads() if threads is None else max(1, int(threads))
+
 def _set_threads(s, threads):
-    "Set the decoder threads of stream `s` (before it decodes)"
-    n = _default_threads() if threads is None else max(1, int(threads))
+    "Set the decoder threads of stream `s` (before it decodes): every decode goes through here"
+    n = _n_threads(threads)
     cc = s.codec_context
     if n > 1: cc.thread_type, cc.thread_count = 'AUTO', n
     else: cc.thread_count = 1
@@ -327,7 +389,7 @@ def _reformatter() -> VideoReformatter:
     if r is None: r = _TLS.reformatter = VideoReformatter()
     return r
 
-_SWS_THREADS = {'threads': 1}  # PyAV >= 14 scales with a pool of threads by default: twice the CPU for small frames
+_SWS_THREADS = 1  # PyAV >= 14 scales with a pool of threads by default: twice the CPU for small frames
 
 class _SizeChange(Exception): "A frame to scale is not of the size the scaling was planned for"
 
@@ -337,11 +399,7 @@ class _Scaler:
     def reformat(self, f, format):
         if self.size is not None and (f.width, f.height) != self.src: raise _SizeChange(f'{self.src} then {(f.width, f.height)}')
         kw = {} if self.size is None else dict(width=self.size[0], height=self.size[1], interpolation='BILINEAR')
-        try: return _reformatter().reformat(f, format=format, **kw, **_SWS_THREADS)
-        except TypeError:  # an older PyAV: no `threads` argument (and no thread pool)
-            if not _SWS_THREADS: raise
-            _SWS_THREADS.clear()
-            return self.reformat(f, format)
+        return _reformatter().reformat(f, format=format, **kw, threads=_SWS_THREADS)
 
 def _to_array(f, format, r):
     "Frame `f` as a uint8 `(H,W,C)` array, converted by `_Scaler` `r` (reusing one swscale context: faster, same pixels)"
@@ -422,7 +480,7 @@ def _dts_run(c, s, ix, key, idxs, format, seek, r):
 
 def _seek_frames(fn, ix, wanted, threads, format, r):
     "Yield `(i, array)` for sorted `wanted`, seeking to the keyframe before each group of frames"
-    n_thr = _default_threads() if threads is None else max(1, int(threads))
+    n_thr = _n_threads(threads)
     with _open(fn) as c:
         s = _vstream(c, fn)
         _set_threads(s, n_thr)
@@ -476,18 +534,22 @@ def _iter_frames(fn, wanted, threads=None, format='rgb24', rotate=True, resize=N
     if scale is not None and k % 2: scale = scale[::-1]  # the decoder scales the frame as stored, before it is turned
     def out(a): return _upright(a, k) if fit is None else fit(_upright(a, k))
     r = _Scaler(scale, (ix.width, ix.height))
-    if ix.seekable:
-        try:
-            for i, a in _seek_frames(fn, ix, wanted, threads, format, r):
-                done.add(i)
-                yield i, out(a)
-            return
-        except (_Mismatch, av.error.FFmpegError):
-            # the packets mislead us about this file (or seeking broke it): from now on count and decode it from the start
-            ix = _index(fn, force_decode=True)
-            _check_idxs(fn, ix, wanted)
-    rest = [w for w in wanted if w not in done]
-    if rest: yield from ((i, out(a)) for i, a in _seq_frames(fn, rest, threads, format, r))
+    try:
+        if ix.seekable:
+            try:
+                for i, a in _seek_frames(fn, ix, wanted, threads, format, r):
+                    done.add(i)
+                    yield i, out(a)
+                return
+            except (_Mismatch, av.error.FFmpegError):
+                # the packets mislead us about this file (or seeking broke it): from now on count and decode it from the start
+                ix = _index(fn, force_decode=True)
+                _check_idxs(fn, ix, wanted)
+        rest = [w for w in wanted if w not in done]
+        if rest: yield from ((i, out(a)) for i, a in _seq_frames(fn, rest, threads, format, r))
+    except Exception as e:
+        if _ours(e): raise _library_error(fn, e) from e
+        raise
 
 _PAD = {'zeros': 'constant', 'border': 'edge', 'reflection': 'reflect'}
 
@@ -571,7 +633,10 @@ def _verify_one(fn, max_pixels=None) -> str|None:
                         return f"the frame size changes inside the video ({size[0]}x{size[1]} then {f.width}x{f.height} at frame {n})"
                     n += 1
     except VideoError as e: return str(e).removeprefix(f"{fn}: ")
-    except Exception as e: return f"decoding failed at frame {n} ({type(e).__name__}: {e}): it is damaged inside"
+    except _LibraryError: raise  # our failure, not the file's: every file would be reported damaged
+    except Exception as e:
+        if _ours(e): raise _library_error(fn, e) from e
+        return f"decoding failed at frame {n} ({type(e).__name__}: {e}): it is damaged inside"
     if n != ix.n_frames: return f"a full decode yields {n} frames where its packets count {ix.n_frames}: it is damaged inside"
     return None
 
@@ -651,7 +716,7 @@ def _convert_one(v, o, size=None, quality=90, ext='.jpg', threads=None):
         return None
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        if not isinstance(e, Exception): raise
+        if not isinstance(e, Exception) or isinstance(e, _LIBRARY_ERRORS): raise  # ours, not the video's: it fails them all
         return f'{type(e).__name__}: {e}'
 
 def _convert_star(args): return _convert_one(*args)
@@ -731,6 +796,7 @@ def videos_to_frames(videos,          # A folder (searched with `get_video_files
             if progress: it = progress_bar(it, total=len(futs), leave=False)
             for f in it:
                 try: e = f.result()
+                except _LIBRARY_ERRORS: raise
                 except Exception as x: e = f'the worker process died ({type(x).__name__}: {x}); re-run to retry'
                 if e: errs[futs[f]] = e
     if errs:
