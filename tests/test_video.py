@@ -273,7 +273,7 @@ def test_videos_to_frames_bad_video(src, tmp_path, bad_files):
     dest = tmp_path/'frames'
     with pytest.warns(UserWarning, match='2 of 4 videos could not be converted') as w:
         outs = videos_to_frames(videos, dest, n_workers=2, progress=False, size=160)
-    msg = str(w[0].message)
+    msg = next(str(o.message) for o in w if 'could not be converted' in str(o.message))  # 3.12+ adds fork's DeprecationWarning
     assert 'v_YoYo_g02_c01.avi' in msg and 'truncated' in msg and 'v_YoYo_g03_c01.avi' in msg
     assert [o.name for o in outs] == ['v_Basketball_g01_c01', 'v_YoYo_g01_c01']
     assert [len(_jpgs(o)) for o in outs] == [141, 187]
