@@ -482,6 +482,8 @@ class SeqSplit:
         # `partial`s rather than bound methods: fastai's `Transform` refuses functions whose first argument is `self`
         self.get_x = partial(self._part, start=offset, stop=offset+n_in)
         self.get_y = partial(self._part, start=offset+n_in, stop=offset+n_in+n_out)
+        # named: fastai wraps a callable without `__name__` in a local function, which spawn/forkserver workers can't unpickle
+        self.get_x.__name__, self.get_y.__name__ = 'get_x', 'get_y'
 
     def _part(self, o, start:int, stop:int):
         "Frames `start:stop` of `o`: a list of frame paths, an `ImageSeq`, or decoded video frames"

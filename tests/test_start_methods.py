@@ -145,3 +145,17 @@ def test_indexing_pool_sized_by_workers(tmp_path, cache, monkeypatch):
     assert dl.num_workers == 1 and dl.fake_l.num_workers == 2  # fastai's main-process `num_workers` is not the count
     dl.before_iter()
     assert calls == [(16, 2)] and len(cache) == 16 and V._STATS['probe'] == n + 16  # by the pool's 2 processes
+
+def test_seq_split_pickles_for_workers(frame_folder):
+    "`SeqSplit`'s `get_x`/`get_y` reach spawn/forkserver workers: fastai makes a callable without `__name__` unpicklable"
+    import pickle
+    from multiprocessing.reduction import ForkingPickler
+    from fastai.vision.all import DataBlock, GrandparentSplitter
+    from fastai_seq.data import SeqBlock, SeqSplit
+    split = SeqSplit(n_in=3, n_out=2)
+    dls = DataBlock(blocks=(SeqBlock, SeqBlock), get_items=lambda p: sorted(o for o in p.glob('*/*/*') if o.is_dir()),
+                    get_x=split.get_x, get_y=split.get_y, splitter=GrandparentSplitter()).dataloaders(frame_folder, bs=2)
+    ds = pickle.loads(ForkingPickler.dumps(dls.valid.dataset))  # what a spawned worker receives
+    (x, y), (x0, y0) = ds[0], dls.valid.dataset[0]
+    assert [len(x), len(y)] == [3, 2] and all((a.tobytes(), b.tobytes()) == (c.tobytes(), d.tobytes()) for a, b, c, d in
+                                              ((x[0], y[0], x0[0], y0[0]), (x[2], y[1], x0[2], y0[1])))
