@@ -21,6 +21,8 @@ def logged_probe(fn, *args, **kwargs):
     with open(os.environ['PROBE_LOG'], 'a') as f: f.write(f'{os.getpid()} {Path(fn).name}\n')
     return _probe(fn, *args, **kwargs)
 V._probe = logged_probe
+if __name__ != '__main__':  # a spawned worker, or the forkserver (its workers fork from it): the wrapper is installed there
+    with open(os.environ['PROBE_LOG'], 'a') as f: f.write(f'{os.getpid()} <wrapped>\n')
 
 if __name__ == '__main__':
     import json, multiprocessing, torch
@@ -59,8 +61,8 @@ def _run(method, videos, tmp_path):
     except subprocess.TimeoutExpired: pytest.fail(f"the scenario under start method {method!r} did not finish in 300 s")
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(next(l for l in r.stdout.splitlines() if l.startswith('RESULT '))[7:])
-    probes = [l.split() for l in log.read_text().splitlines()] if log.exists() else []
-    return res, probes
+    lines = [l.split() for l in log.read_text().splitlines()] if log.exists() else []
+    return res, [l for l in lines if l[1] != '<wrapped>'], {int(p) for p, n in lines if n == '<wrapped>'}
 
 def _expected(names, vocab):
     "The (label index, frame indices) of each item: uniform sampling of 4 of the frames its name declares"
@@ -71,7 +73,8 @@ def _expected(names, vocab):
 @pytest.mark.parametrize('method', METHODS)
 def test_each_video_probed_once_under_any_start_method(method, eight_videos, tmp_path):
     "Two epochs over train and valid with 2 workers: every file is indexed exactly once in all (in the main process)"
-    res, probes = _run(method, eight_videos, tmp_path)
+    res, probes, wrapped = _run(method, eight_videos, tmp_path)
+    assert bool(wrapped - {res['main']}) == (method != 'fork')  # the probes of other processes are counted (forked: inherited)
     names = sorted(f'{i}_{12+i}.mp4' for i in range(8))
     assert sorted(res['items']['train'] + res['items']['valid']) == names
     counts = Counter(n for _, n in probes)
