@@ -19,7 +19,7 @@ from fastai.vision.core import PILImage, PILImageBW
 from fastai.vision.augment import RandTransform, PadMode, Resize, _init_mat, affine_grid, _grid_sample
 from fastai.vision.data import get_grid
 from .core import ImageTuple, ImageSeq, ImageSeqBW, SeqError, ls_sorted
-from .video import read_frames, video_info, VideoError, VIDEO_EXTS, _too_many_pixels, _BIGGER, _index_files, _before_fork
+from .video import read_frames, video_info, VideoError, VIDEO_EXTS, _too_many_pixels, _BIGGER, _index_files, _before_fork, _IndexShip
 from .video import _LIBRARY_ERRORS
 
 __all__ = ['SAMPLERS', 'SHORT_POLICIES', 'ON_ERROR', 'MAX_PIXELS', 'sample_indices', 'clip_indices', 'SkippedItem',
@@ -410,7 +410,7 @@ class SeqDL(TfmdDL):
     def before_iter(self):
         super().before_iter()
         self._skip_start = [len(f.skip_log) for f in _load_tfms(self.dataset)]
-        if self.num_workers:
+        if self.fake_l.num_workers:  # the real count: `self.num_workers` is 1 in the main process (a worker's own view)
             _index_videos(self)
             _before_fork()  # a PyAV decoder left in a reference cycle (by an exception's traceback) is freed here, not in a worker
 
@@ -427,11 +427,14 @@ class SeqDL(TfmdDL):
                           (f'\n  ... and {len(msgs)-20} more (see `dl.skipped`)' if len(msgs)>20 else ''), SkippedItemWarning)
 
 def _index_videos(dl):
-    "Index the videos of `dl`'s items in this (main) process, in parallel: fresh workers each epoch inherit it, never re-probe"
+    "Index the videos of `dl`'s items in this (main) process, by a pool of as many processes as `dl` has workers"
+    # Each file is indexed once, whatever the start method of the workers (fresh ones every pass): forked workers inherit
+    # this process's cache; spawn/forkserver ones (Windows, Python 3.14's Linux default) unpickle `dl` (`_FakeLoader.d`), whose
+    # `_vindex` seeds their cache. Without workers, no pool: each file is indexed when first read, in this process.
     lfs, items = _load_tfms(dl.dataset), getattr(dl.dataset, 'items', None)
     if not lfs or items is None: return
     vids = [o for o in items if isinstance(o, (str, Path)) and _is_video(o)]
-    if vids: _index_files(vids, n_workers=dl.num_workers, max_pixels=lfs[0].max_pixels)
+    dl._vindex = _IndexShip(_index_files(vids, n_workers=dl.fake_l.num_workers, max_pixels=lfs[0].max_pixels) if vids else None)
 
 def SeqBlock(
     cls=ImageSeq, # `ImageSeq` (RGB) or `ImageSeqBW` (grayscale)
@@ -481,6 +484,8 @@ class SeqSplit:
         # `partial`s rather than bound methods: fastai's `Transform` refuses functions whose first argument is `self`
         self.get_x = partial(self._part, start=offset, stop=offset+n_in)
         self.get_y = partial(self._part, start=offset+n_in, stop=offset+n_in+n_out)
+        # named: fastai wraps a callable without `__name__` in a local function, which spawn/forkserver workers can't unpickle
+        self.get_x.__name__, self.get_y.__name__ = 'get_x', 'get_y'
 
     def _part(self, o, start:int, stop:int):
         "Frames `start:stop` of `o`: a list of frame paths, an `ImageSeq`, or decoded video frames"

@@ -4,6 +4,7 @@ import av, gc, re, shutil, threading, uuid, warnings
 from collections import Counter, OrderedDict
 from typing import NamedTuple
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing.reduction import ForkingPickler
 from av.video.reformatter import VideoReformatter
 from PIL import Image
 
@@ -330,20 +331,39 @@ def _before_fork():
     "Free this process's unreachable PyAV decoders now: one that ran threads, freed in a forked child, waits for them forever"
     gc.collect()
 
-def _index_files(files, n_workers=0, max_pixels=None, progress=None) -> int:
-    "Index those of `files` not in this process's cache, in parallel; forked DataLoader workers inherit the cache"
-    todo = [(f, k) for f in files if (k := _key(f)) is not None and k not in _CACHE]
-    if not todo: return 0
-    fs = [f for f, _ in todo]
-    nw = n_workers if len(fs) >= 16 else 0  # a pool costs more than it saves for a few files
-    if nw: _before_fork()
-    ixs = parallel(_probe_or_none, fs, max_pixels=max_pixels, n_workers=nw,
-                   progress=len(fs) >= 64 if progress is None else progress)
+def _index_files(files, n_workers=0, max_pixels=None, progress=None) -> dict:
+    "`{_key: _Index}` of those of `files` that can be indexed; the ones not in this process's cache are indexed, in parallel"
+    keys = {f: k for f in files if (k := _key(f)) is not None}
+    todo = [(f, k) for f, k in keys.items() if k not in _CACHE]
+    if todo:
+        fs = [f for f, _ in todo]
+        nw = n_workers if len(fs) >= 16 else 0  # a pool costs more than it saves for a few files
+        if nw: _before_fork()
+        ixs = parallel(_probe_or_none, fs, max_pixels=max_pixels, n_workers=nw,
+                       progress=len(fs) >= 64 if progress is None else progress)
+        with _LOCK:
+            for (_, k), ix in zip(todo, ixs):
+                if ix is not None: _CACHE[k] = ix
+            while len(_CACHE) > _CACHE_MAX: _CACHE.popitem(last=False)
+    with _LOCK: return {k: ix for k in keys.values() if (ix := _CACHE.get(k)) is not None}
+
+class _IndexShip:
+    "Index entries `{_key: _Index}` for DataLoader workers: pickled for a spawn/forkserver worker, they seed its cache"
+    # Only `multiprocessing`'s pickler (which starts spawn/forkserver workers) carries them (`_ship`): an ordinary
+    # pickle (an exported learner, a saved `DataLoaders`) holds an empty one. Forked workers inherit the cache itself.
+    def __init__(self, entries=None): self.entries = entries or {}
+    def __reduce__(self): return (_IndexShip, ())
+    def __len__(self): return len(self.entries)
+
+def _seed_cache(entries:dict) -> _IndexShip:
+    "Unpickled in a worker: put the shipped entries in its cache (still keyed by path, size and mtime)"
     with _LOCK:
-        for (_, k), ix in zip(todo, ixs):
-            if ix is not None: _CACHE[k] = ix
+        _CACHE.update(entries)
         while len(_CACHE) > _CACHE_MAX: _CACHE.popitem(last=False)
-    return len(todo)
+    return _IndexShip()
+
+def _ship(o:_IndexShip): return (_seed_cache, (o.entries,))
+ForkingPickler.register(_IndexShip, _ship)
 
 def video_info(fn, # A video file
                max_pixels:int=None, # Raise `VideoError`, decoding nothing, if the header declares more pixels per frame

@@ -12,6 +12,25 @@ def shared_data() -> Path|None:
     p = Path(os.environ.get('FASTAI_SEQ_TEST_DATA', REPO.parent/'shared'/'data'))
     return p if p.is_dir() else None
 
+START_METHOD = os.environ.get('FASTAI_SEQ_TEST_START_METHOD') or None  # fork, forkserver or spawn; unset: Python's default
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'workers: uses DataLoader worker processes (`FASTAI_SEQ_TEST_START_METHOD` picks how they start)')
+    import multiprocessing
+    if START_METHOD is not None and START_METHOD not in multiprocessing.get_all_start_methods():
+        raise pytest.UsageError(f"FASTAI_SEQ_TEST_START_METHOD={START_METHOD!r}: use one of {multiprocessing.get_all_start_methods()}")
+
+@pytest.fixture(scope='session', autouse=True)
+def _start_method():
+    "Start worker processes (DataLoader workers, pools) by `FASTAI_SEQ_TEST_START_METHOD` in this session, then restore"
+    if START_METHOD is None:
+        yield; return
+    import multiprocessing
+    old = multiprocessing.get_start_method(allow_none=True)
+    multiprocessing.set_start_method(START_METHOD, force=True)
+    try: yield
+    finally: multiprocessing.set_start_method(old, force=True)
+
 @pytest.fixture(scope='session')
 def data_dir() -> Path:
     p = shared_data()

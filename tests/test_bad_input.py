@@ -13,7 +13,7 @@ from fastai_seq.video import get_video_files, videos_to_frames, VideoError
 import fastai_seq.data as fsd, fastai_seq.video as fsv
 from conftest import make_frames, frame_index, write_video, shared_data
 
-NW = [0, 2]
+NW = [0, pytest.param(2, marks=pytest.mark.workers)]
 
 @pytest.fixture(autouse=True, scope='module')
 def _fast_worker_shutdown():

@@ -193,6 +193,7 @@ class _Clips(torch.utils.data.Dataset):
     def __len__(self): return len(self.fns)
     def __getitem__(self, i): return torch.from_numpy(read_frames(self.fns[i], [0, 1]))
 
+@pytest.mark.workers
 def test_error_from_dataloader_worker(bad_files):
     "A VideoError raised in a DataLoader worker reaches the main process with the file name"
     good, bad = clip('v_YoYo_g01_c01.avi'), bad_files/'trunc_v_YoYo_g01_c01.avi'

@@ -143,6 +143,7 @@ def _counting_probe(monkeypatch, log):
     monkeypatch.setattr(V, '_probe', probe)
     return lambda: Path(log).read_text().split() if Path(log).exists() else []
 
+@pytest.mark.workers
 def test_index_once_across_epochs_and_workers(tmp_path, monkeypatch):
     "Two epochs with 2 workers probe each video once (in the main process); a changed file is indexed again"
     from fastai.vision.all import DataBlock, CategoryBlock, parent_label, RandomSplitter
@@ -259,6 +260,7 @@ for b in dls.train: pass
 print('done')
 '''
 
+@pytest.mark.workers
 def test_workers_never_free_a_threaded_decoder(tmp_path):
     "A threaded PyAV decoder left as garbage in the main process is freed before `SeqDL` forks its workers (in one it hangs)"
     import subprocess, sys
