@@ -28,6 +28,8 @@ def _start_method():
     import multiprocessing
     old = multiprocessing.get_start_method(allow_none=True)
     multiprocessing.set_start_method(START_METHOD, force=True)
+    # the fork server imports torch, fastai and fastai_seq once, not every worker every epoch (README: workers)
+    if START_METHOD=='forkserver': multiprocessing.set_forkserver_preload(['fastai_seq.all'])
     try: yield
     finally: multiprocessing.set_start_method(old, force=True)
 
