@@ -139,6 +139,25 @@ def _all_reduce_sum(total:float, count:float) -> tuple:
     dist.all_reduce(t)
     return t[0].item(), t[1].item()
 
+def _exact_average(orig, real_sum):
+    "fastai's `accumulate` `orig` where no sample is repeated, else sums over the real samples (`real_sum`) all-reduced"
+    @_wrapper(orig)
+    def accumulate(self, learn):
+        k = real_items(learn)
+        if k is None: return orig(self, learn)
+        tot,cnt = _all_reduce_sum(real_sum(self, learn, k) if k else 0., k)
+        self.total += tot; self.count += cnt
+    return accumulate
+
+def _metric_sum(self, learn, k:int) -> float:
+    "`AvgMetric`'s metric summed over the first `k` samples of the batch"
+    return float(self.func(_head(learn.pred, k), *_head(learn.yb, k)))*k
+
+def _loss_sum(self, learn, k:int) -> float:
+    "The loss summed over the first `k` samples of the batch (scored again when the batch ends with repeats)"
+    if k==find_bs(learn.yb): return float(learn.loss.mean())*k
+    with torch.no_grad(): return float(learn.loss_func(_head(learn.pred, k), *_head(learn.yb, k)).mean())*k
+
 def _patch_fastai_distributed(fd):
     "The changes listed at the top, to fastai.distributed `fd` and its averages (each wraps fastai's original, never ours)"
     # CPU sharding
@@ -175,29 +194,8 @@ def _patch_fastai_distributed(fd):
     fd.setup_distrib = _setup_distrib
 
     # exact gathered averages
-    orig_metric_acc = _fastai(AvgMetric.accumulate)
-    @_wrapper(orig_metric_acc)
-    def _avg_metric_acc(self, learn):
-        k = real_items(learn)
-        if k is None: return orig_metric_acc(self, learn)
-        v = float(self.func(_head(learn.pred, k), *_head(learn.yb, k)))*k if k else 0.
-        tot,cnt = _all_reduce_sum(v, k)
-        self.total += tot; self.count += cnt
-    AvgMetric.accumulate = _avg_metric_acc
-
-    orig_loss_acc = _fastai(AvgLoss.accumulate)
-    @_wrapper(orig_loss_acc)
-    def _avg_loss_acc(self, learn):
-        k = real_items(learn)
-        if k is None: return orig_loss_acc(self, learn)
-        bs = find_bs(learn.yb)
-        if k==bs: v = float(learn.loss.mean())*k
-        elif k: # the batch ends with repeats: score the real samples alone
-            with torch.no_grad(): v = float(learn.loss_func(_head(learn.pred, k), *_head(learn.yb, k)).mean())*k
-        else: v = 0.
-        tot,cnt = _all_reduce_sum(v, k)
-        self.total += tot; self.count += cnt
-    AvgLoss.accumulate = _avg_loss_acc
+    AvgMetric.accumulate = _exact_average(_fastai(AvgMetric.accumulate), _metric_sum)
+    AvgLoss.accumulate = _exact_average(_fastai(AvgLoss.accumulate), _loss_sum)
 
 # Without accelerate there is no fastai.distributed (and no `DistributedDL` to fix): the import then changes nothing here
 if (_fd := fastai_distributed()) is not None: _patch_fastai_distributed(_fd)
