@@ -143,7 +143,7 @@ class SkipLog:
 class LoadFrames(RandTransform):
     "Load the sampled frames of a video file, a frame folder, a list of frames or an array, as an `ImageTuple` or `ImageSeq`"
     split_idx,order = None,0
-    on_error,max_pixels,_probe,_skip_log,rotate,size,decoder_resize = 'raise',MAX_PIXELS,False,None,True,None,True  # defaults for transforms pickled before these existed
+    on_error,max_pixels,_probe,_skip_log,rotate,size,decoder_resize,stream = 'raise',MAX_PIXELS,False,None,True,None,True,None  # defaults for transforms pickled before these existed
     def __init__(self,
         n_frames:int=None, # Frames per sample; None for all
         sampler:str='uniform', # 'uniform', 'random', 'first', 'all' or 'auto' (random for training, uniform otherwise)
@@ -157,13 +157,14 @@ class LoadFrames(RandTransform):
         resize_method:str='crop', # With `size`: a `ResizeMethod` ('crop': random crop in training, centre otherwise)
         pad_mode:str='reflection', # With `size` and `resize_method='pad'`: a `PadMode`
         decoder_resize:bool=True, # Without `size`: let the decoder do a leading `Resize` of the item transforms (`leading_resize`)
+        stream:int=None, # Which video stream of each file (None: the one FFmpeg picks, as players do)
     ):
         if sampler not in SAMPLERS: raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
         if short not in SHORT_POLICIES: raise ValueError(f"short must be one of {SHORT_POLICIES}, got {short!r}")
         if channels not in (1,3): raise ValueError(f"channels must be 1 or 3, got {channels}")
         if on_error not in ON_ERROR: raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         super().__init__()
-        store_attr('n_frames,sampler,short,stride,channels,on_error,max_pixels,rotate,size,resize_method,pad_mode,decoder_resize')
+        store_attr('n_frames,sampler,short,stride,channels,on_error,max_pixels,rotate,size,resize_method,pad_mode,decoder_resize,stream')
         self.pil_cls = PILImageBW if channels==1 else PILImage
         self._split,self.clip = None,None  # `clip=(k,n)`: read the k-th of n evenly spread clips (multi-clip evaluation)
         self._skip_log = SkipLog()
@@ -244,8 +245,8 @@ class LoadFrames(RandTransform):
 
     def _load_path(self, p:Path) -> ImageTuple:
         if _is_video(p):
-            n = video_info(p, max_pixels=self.max_pixels).n_frames  # checks the header before anything is decoded
-            frames = read_frames(p, self.idxs(n, p), rotate=self.rotate, **self._resize_kw())
+            n = video_info(p, max_pixels=self.max_pixels, stream=self.stream).n_frames  # checks the header before anything is decoded
+            frames = read_frames(p, self.idxs(n, p), rotate=self.rotate, stream=self.stream, **self._resize_kw())
             res = ImageTuple(self._pil(a) for a in frames)
         else: res = self.load_files(_frame_files(p), p)
         res.src = str(p)  # named by `StackFrames` if the frames differ in size
@@ -434,7 +435,8 @@ def _index_videos(dl):
     lfs, items = _load_tfms(dl.dataset), getattr(dl.dataset, 'items', None)
     if not lfs or items is None: return
     vids = [o for o in items if isinstance(o, (str, Path)) and _is_video(o)]
-    dl._vindex = _IndexShip(_index_files(vids, n_workers=dl.fake_l.num_workers, max_pixels=lfs[0].max_pixels) if vids else None)
+    dl._vindex = _IndexShip(_index_files(vids, n_workers=dl.fake_l.num_workers, max_pixels=lfs[0].max_pixels,
+                                         stream=lfs[0].stream) if vids else None)
 
 def SeqBlock(
     cls=ImageSeq, # `ImageSeq` (RGB) or `ImageSeqBW` (grayscale)
@@ -465,10 +467,11 @@ def VideoBlock(
     resize_method:str='crop', # With `size`: a `ResizeMethod`, as `Resize`'s `method`
     pad_mode:str='reflection', # With `size` and `resize_method='pad'`: a `PadMode`
     decoder_resize:bool=True, # Without `size`: the decoder does a leading `item_tfms=Resize(...)` (False: fastai does it)
+    stream:int=None, # Which video stream of each file (None: the one FFmpeg picks, as players do)
 ):
     "A `TransformBlock` for video files, decoded with PyAV: only the sampled frames are decoded"
     return TransformBlock(type_tfms=LoadFrames(n_frames, sampler, short, stride, channels, on_error, max_pixels, rotate,
-                                               size, resize_method, pad_mode, decoder_resize),
+                                               size, resize_method, pad_mode, decoder_resize, stream),
                           item_tfms=StackFrames(cls), batch_tfms=IntToFloatSeq, dl_type=SeqDL)
 
 class SeqSplit:

@@ -109,13 +109,20 @@ def _check_pixels(fn, w, h, max_pixels):
     "Raise `VideoError` when `fn`'s `w`x`h` frames are above `max_pixels`"
     if (problem := _too_many_pixels(w, h, max_pixels)): raise _verr(fn, f"its video stream {problem}", _BIGGER)
 
-def _vstream(c, fn):
-    "The first video stream of container `c`; the demuxer skips the other streams"
-    if not c.streams.video:
+def _vstream(c, fn, stream:int|None=None):
+    "Video stream `stream` of container `c` (None: the one FFmpeg picks, `av_find_best_stream`); the demuxer skips the others"
+    vs = c.streams.video
+    if not vs:
         kinds = ', '.join(f'{s.type} ({s.codec_context.name})' for s in c.streams) or 'none'
         c.close()
         raise _verr(fn, f"it has no video stream (streams: {kinds})", "Remove it from the dataset (audio-only or data file)")
-    v = c.streams.video[0]
+    if stream is None: v = (c.streams.best('video') if len(vs) > 1 else None) or vs[0]
+    elif isinstance(stream, int) and -len(vs) <= stream < len(vs): v = vs[stream]
+    else:
+        n = len(vs)
+        c.close()
+        raise _verr(fn, f"it has no video stream {stream!r}: it has {n} ({', '.join(f'{s.width}x{s.height}' for s in vs)})",
+                    f"Pass `stream=` an int from 0 to {n-1}, or None for the one FFmpeg picks")
     for o in c.streams:
         if o.index != v.index: o.discard = av.stream.Discard.all
     return v
@@ -141,14 +148,16 @@ def _mpeg4_check(data):
 
 class _Index:
     "Per-file facts: frame count, size, rate, and (if trusted) the exact frame index -> pts map and keyframes"
-    def __init__(self, fn, n_frames, fps, width, height, duration, pts=None, keys=None, why=None, dts=None, rotation=0):
+    def __init__(self, fn, n_frames, fps, width, height, duration, pts=None, keys=None, why=None, dts=None, rotation=0,
+                 stream=0):
         # why: the reason the packets are not trusted; then either `dts` (a decode-built index: frame i's pts in `pts`,
-        # in decode output order, and the packet dts to seek to for each keyframe in `keys`), or decoding from the start
+        # in decode output order, and the packet dts to seek to for each keyframe in `keys`), or decoding from the start;
+        # stream: which of the file's video streams (its position in `container.streams.video`) all this is about
         store_attr()
         self.seekable = pts is not None
         self.kdts = None if dts is None else {int(d): int(k) for k, d in zip(keys, dts)}
 
-    def __setstate__(self, d): self.__dict__.update({'dts': None, 'kdts': None, 'rotation': 0, **d})
+    def __setstate__(self, d): self.__dict__.update({'dts': None, 'kdts': None, 'rotation': 0, 'stream': 0, **d})
 
     def info(self, rotate=True):
         w, h = (self.height, self.width) if rotate and _turns(self) % 2 else (self.width, self.height)
@@ -170,11 +179,12 @@ def _rate(s, pts, n):
     if pts is not None and n > 1 and pts[-1] > pts[0]: return float((n-1) / ((pts[-1]-pts[0]) * s.time_base))
     return 0.
 
-def _probe(fn, force_decode=False, max_pixels=None):
-    "Build the `_Index` of `fn`: demux its packets (no decoding) when that gives the exact frames, else count by decoding"
+def _probe(fn, force_decode=False, max_pixels=None, stream=None):
+    "Build the `_Index` of `fn`'s video `stream`: demux its packets (no decoding) when that gives the exact frames, else count by decoding"
     c = _open(fn)
     try:
-        s = _vstream(c, fn)
+        s = _vstream(c, fn, stream)
+        sv = list(c.streams.video).index(s)
         _check_pixels(fn, s.codec_context.width, s.codec_context.height, max_pixels)  # from the header, before decoding
         codec, fmt, rate = s.codec_context.name, c.format.name, _rate(s, None, 0)
         why = None if codec not in _NO_TRUST else f'codec {codec}'
@@ -234,13 +244,12 @@ def _probe(fn, force_decode=False, max_pixels=None):
             n = len(spts)
             fps = _rate(s, spts, n)
             dur = float((spts[-1]-spts[0]) * s.time_base) + (1/fps if fps else 0.)
-            return _Index(fn, n, fps, w, h, dur, pts=spts, keys=kidx, rotation=rot)
+            return _Index(fn, n, fps, w, h, dur, pts=spts, keys=kidx, rotation=rot, stream=sv)
         dix = _decode_index(dpk, dfr) if count and fmt == 'avi' and not force_decode else None
     finally: c.close()
     # Untrusted packets: the frame count is what a full decode yields
-    n = n_dec if count else _count_frames(fn)
-    if dix is not None: return _Index(fn, n, rate, w, h, n/rate if rate else 0., why=why, rotation=rot, **dix)
-    return _Index(fn, n, rate, w, h, n/rate if rate else 0., why=why, rotation=rot)
+    n = n_dec if count else _count_frames(fn, sv)
+    return _Index(fn, n, rate, w, h, n/rate if rate else 0., why=why, rotation=rot, stream=sv, **(dix or {}))
 
 def _rotation(f) -> int:
     "Display rotation of decoded frame `f` from its display-matrix side data, in degrees (0 if none)"
@@ -283,11 +292,11 @@ def _decode_index(dpk, dfr) -> dict|None:
     if not keys or keys[0] != 0: return None
     return dict(pts=np.asarray(fpts, dtype=np.int64), keys=np.asarray(keys), dts=np.asarray([dpk[k][0] for k in keys]))
 
-def _count_frames(fn):
-    "Number of frames a plain full decode of `fn` yields"
+def _count_frames(fn, stream:int=0):
+    "Number of frames a plain full decode of `fn`'s video `stream` yields"
     n = 0
     with _open(fn) as c:
-        s = _vstream(c, fn)
+        s = _vstream(c, fn, stream)
         _set_threads(s, None)
         try:
             for p in c.demux(s): n += len(p.decode())
@@ -299,15 +308,16 @@ def _count_frames(fn):
 _CACHE, _CACHE_MAX, _LOCK = OrderedDict(), 1<<17, threading.Lock()  # a few KiB an entry; UCF101 has 13,320 files
 _STATS = Counter()  # in this process: 'probe' (files indexed), 'decoded' (frames decoded to read frames)
 
-def _key(fn):
+def _key(fn, stream=None):
+    "The cache key of `fn`'s video `stream`: a changed file (size, modification time) is another key"
     fn = Path(fn)
     try: st = fn.stat()
     except OSError: return None
-    return (os.path.abspath(fn), st.st_size, st.st_mtime_ns)
+    return (os.path.abspath(fn), st.st_size, st.st_mtime_ns, stream)
 
-def _index(fn, force_decode=False, max_pixels=None):
-    "The (cached per path, size and mtime) `_Index` of `fn`; `VideoError` if its frames are above `max_pixels`"
-    k = _key(fn)
+def _index(fn, force_decode=False, max_pixels=None, stream=None):
+    "The (cached per path, size, mtime and stream) `_Index` of `fn`; `VideoError` if its frames are above `max_pixels`"
+    k = _key(fn, stream)
     if k is not None and not force_decode:
         with _LOCK:
             ix = _CACHE.get(k)
@@ -315,31 +325,31 @@ def _index(fn, force_decode=False, max_pixels=None):
         if ix is not None:
             _check_pixels(fn, ix.width, ix.height, max_pixels)
             return ix
-    ix = _probe(fn, force_decode=force_decode, max_pixels=max_pixels)
+    ix = _probe(fn, force_decode=force_decode, max_pixels=max_pixels, stream=stream)
     if k is not None:
         with _LOCK:
             _CACHE[k] = ix
             while len(_CACHE) > _CACHE_MAX: _CACHE.popitem(last=False)
     return ix
 
-def _probe_or_none(fn, max_pixels=None):
+def _probe_or_none(fn, max_pixels=None, stream=None):
     "The `_Index` of `fn`, or None if it cannot be indexed (the item that reads it reports why)"
-    try: return _probe(fn, max_pixels=max_pixels)
+    try: return _probe(fn, max_pixels=max_pixels, stream=stream)
     except Exception: return None
 
 def _before_fork():
     "Free this process's unreachable PyAV decoders now: one that ran threads, freed in a forked child, waits for them forever"
     gc.collect()
 
-def _index_files(files, n_workers=0, max_pixels=None, progress=None) -> dict:
+def _index_files(files, n_workers=0, max_pixels=None, progress=None, stream=None) -> dict:
     "`{_key: _Index}` of those of `files` that can be indexed; the ones not in this process's cache are indexed, in parallel"
-    keys = {f: k for f in files if (k := _key(f)) is not None}
+    keys = {f: k for f in files if (k := _key(f, stream)) is not None}
     todo = [(f, k) for f, k in keys.items() if k not in _CACHE]
     if todo:
         fs = [f for f, _ in todo]
         nw = n_workers if len(fs) >= 16 else 0  # a pool costs more than it saves for a few files
         if nw: _before_fork()
-        ixs = parallel(_probe_or_none, fs, max_pixels=max_pixels, n_workers=nw,
+        ixs = parallel(_probe_or_none, fs, max_pixels=max_pixels, stream=stream, n_workers=nw,
                        progress=len(fs) >= 64 if progress is None else progress)
         with _LOCK:
             for (_, k), ix in zip(todo, ixs):
@@ -368,9 +378,10 @@ ForkingPickler.register(_IndexShip, _ship)
 def video_info(fn, # A video file
                max_pixels:int=None, # Raise `VideoError`, decoding nothing, if the header declares more pixels per frame
                rotate:bool=True, # Report the size of frames turned upright by the file's display rotation (`read_frames`)
+               stream:int=None, # Which of the file's video streams (None: the one FFmpeg picks, as players do)
               )->VideoInfo:
     "Frame count (exactly what a full decode yields), fps, size and duration of `fn`, without decoding it where possible"
-    return _index(fn, max_pixels=max_pixels).info(rotate)
+    return _index(fn, max_pixels=max_pixels, stream=stream).info(rotate)
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Decoding by index
@@ -502,7 +513,7 @@ def _seek_frames(fn, ix, wanted, threads, format, r):
     "Yield `(i, array)` for sorted `wanted`, seeking to the keyframe before each group of frames"
     n_thr = _n_threads(threads)
     with _open(fn) as c:
-        s = _vstream(c, fn)
+        s = _vstream(c, fn, ix.stream)
         _set_threads(s, n_thr)
         fresh = True
         for key, idxs in _plan(ix, wanted, n_thr):
@@ -516,11 +527,11 @@ def _seek_frames(fn, ix, wanted, threads, format, r):
                     key, fresh = ix.key_before(key-1), False
             fresh = False
 
-def _seq_frames(fn, wanted, threads, format, r):
-    "Yield `(i, array)` for sorted `wanted` by decoding from the start, frame index = decode order"
+def _seq_frames(fn, wanted, threads, format, r, stream:int=0):
+    "Yield `(i, array)` for sorted `wanted` of video `stream` by decoding from the start, frame index = decode order"
     want, last, i = set(wanted), wanted[-1], 0
     with _open(fn) as c:
-        s = _vstream(c, fn)
+        s = _vstream(c, fn, stream)
         _set_threads(s, threads)
         try:
             for p in c.demux(s):
@@ -545,10 +556,10 @@ def _check_idxs(fn, ix, idxs):
                                  f"(valid indices 0..{ix.n_frames-1})", "Sample indices below `video_info(fn).n_frames`")
     return idxs
 
-def _iter_frames(fn, wanted, threads=None, format='rgb24', rotate=True, resize=None, ix=None):
-    "Yield `(i, array)` for the sorted, unique frame indices `wanted` of `fn`, pixel-identical to a full decode"
+def _iter_frames(fn, wanted, threads=None, format='rgb24', rotate=True, resize=None, ix=None, stream=None):
+    "Yield `(i, array)` for the sorted, unique frame indices `wanted` of `fn`'s video `stream`, pixel-identical to a full decode"
     if not len(wanted): return
-    ix, done = ix or _index(fn), set()
+    ix, done = ix or _index(fn, stream=stream), set()
     k = _turns(ix) if rotate else 0
     scale, fit = (None, None) if resize is None else _resize_plan(ix.info(rotate), *resize)
     if scale is not None and k % 2: scale = scale[::-1]  # the decoder scales the frame as stored, before it is turned
@@ -563,10 +574,10 @@ def _iter_frames(fn, wanted, threads=None, format='rgb24', rotate=True, resize=N
                 return
             except (_Mismatch, av.error.FFmpegError):
                 # the packets mislead us about this file (or seeking broke it): from now on count and decode it from the start
-                ix = _index(fn, force_decode=True)
+                ix = _index(fn, force_decode=True, stream=stream)
                 _check_idxs(fn, ix, wanted)
         rest = [w for w in wanted if w not in done]
-        if rest: yield from ((i, out(a)) for i, a in _seq_frames(fn, rest, threads, format, r))
+        if rest: yield from ((i, out(a)) for i, a in _seq_frames(fn, rest, threads, format, r, ix.stream))
     except Exception as e:
         if _ours(e): raise _library_error(fn, e) from e
         raise
@@ -607,9 +618,10 @@ def read_frames(fn,              # A video file
                 method='crop',   # With `size`: a fastai `ResizeMethod`, 'crop', 'pad' or 'squish'
                 pad_mode='reflection', # With `size` and method 'pad': a fastai `PadMode`
                 crop_pos=(0.5, 0.5),   # With `size`: where the crop/pad box sits, as fractions (fastai's `pcts`)
+                stream=None,     # Which of the file's video streams (None: the one FFmpeg picks, as players do)
                )->np.ndarray:    # uint8 `(len(idxs),H,W,C)`: C=3 for 'rgb24'/'bgr24', 1 for 'gray'
     "Frames `idxs` of video `fn`, decoding only what is needed; pixel-identical to a full PyAV decode (turned upright)"
-    ix = _index(fn, max_pixels=max_pixels)
+    ix = _index(fn, max_pixels=max_pixels, stream=stream)
     idxs = np.arange(ix.n_frames) if idxs is None else _check_idxs(fn, ix, idxs)
     if len(idxs) < 2 or (np.diff(idxs) > 0).all(): wanted, pos = idxs.tolist(), None  # sorted, no repeats: the usual case
     else:
@@ -618,7 +630,7 @@ def read_frames(fn,              # A video file
     out = None
     resize = None if size is None else (size, method, pad_mode, crop_pos)
     fixed = "Re-encode it to a fixed size, e.g. `ffmpeg -i in.mp4 -vf scale=320:240 out.mp4`"
-    frames = _iter_frames(fn, wanted, threads=threads, format=format, rotate=rotate, resize=resize, ix=ix)
+    frames = _iter_frames(fn, wanted, threads=threads, format=format, rotate=rotate, resize=resize, ix=ix, stream=stream)
     try:
         for n, (i, a) in enumerate(frames):
             if out is None: out = np.empty((len(idxs), *a.shape), dtype=a.dtype)
@@ -643,7 +655,7 @@ def _verify_one(fn, max_pixels=None) -> str|None:
     try:
         ix = _index(fn, max_pixels=max_pixels)
         with _open(fn) as c:
-            s = _vstream(c, fn)
+            s = _vstream(c, fn, ix.stream)
             _set_threads(s, 1)
             for p in c.demux(s):
                 for f in p.decode():

@@ -198,8 +198,8 @@ def pyav_logging():
 def test_one_decoder_thread_while_logging(small_video, monkeypatch, pyav_logging):
     "Every decode sets its threads through the rule: 1 while PyAV logs to Python, else what was asked; the level is kept"
     streams, counts, real_vstream, real_set = [], [], fsv._vstream, fsv._set_threads
-    def vstream(c, fn):
-        s = real_vstream(c, fn); streams.append(s); return s
+    def vstream(c, fn, stream=None):
+        s = real_vstream(c, fn, stream); streams.append(s); return s
     def set_threads(s, threads):
         real_set(s, threads); counts.append(s.codec_context.thread_count)
     monkeypatch.setattr(fsv, '_vstream', vstream)
