@@ -6,6 +6,7 @@ from av.bitstream import BitStreamFilterContext
 from fastai_seq.video import *
 from fastai_seq.video import _index, _STATS, _CACHE
 from fastai_seq.data import LoadFrames
+from PIL import Image
 from test_video import write_video, full_decode, clip
 
 def to_avi(src, dst, gap_at=None, time_base=None):
@@ -132,6 +133,21 @@ def test_rotation_metadata(tmp_path, rot):
     assert read_frames(fn, [], rotate=True).shape == (0, 64, 48, 3)
     assert np.array_equal(np.stack([np.asarray(i) for i in LoadFrames(2, 'first')(fn)]), got[:2])
     assert np.array_equal(np.stack([np.asarray(i) for i in LoadFrames(2, 'first', rotate=False)(fn)]), stored[:2])
+    # the decoder-side resize of a turned clip: the frames turned, then scaled and cropped as fastai's `Resize` would
+    small = read_frames(fn, [1, 3], size=(32, 24), method='squish')
+    assert small.shape == (2, 32, 24, 3) and small.flags.c_contiguous
+    assert np.abs(small.astype(int) - np.stack([np.asarray(Image.fromarray(f).resize((24, 32), Image.BILINEAR))
+                                                for f in got[[1, 3]]]).astype(int)).mean() < 12
+    assert [np.asarray(f).shape for f in extract_frames(fn, [2, 0])] == [(64, 48, 3)]*2
+
+def test_upright_is_a_view():
+    "Turning a frame costs no copy: the one copy is made by whoever keeps the frame (`read_frames`' output, a crop)"
+    from fastai_seq.video import _upright
+    a = np.arange(4*6*3, dtype=np.uint8).reshape(4, 6, 3)
+    for k in (1, 2, 3):
+        t = _upright(a, k)
+        assert np.shares_memory(t, a) and np.array_equal(t, np.rot90(a, k))
+    assert _upright(a, 0) is a
 
 def _counting_probe(monkeypatch, log):
     "Patch `_probe` to append the name of each file it indexes to `log` (forked workers inherit the patch)"
