@@ -194,12 +194,9 @@ def run_classify(arch:str='frames_lstm', data:str=None, epochs:int=None, out:str
     "Train `arch` on a folder-per-class video set (generated motion videos unless `data`), print metrics, write model.pkl and a PNG"
     from fastai.vision.all import DataBlock, CategoryBlock, parent_label, Resize, plt
     from .data import VideoBlock
-    from .video import get_video_files, ucf101_splits, GroupSplitter, ucf101_group
+    from .video import get_video_files, ucf101_splits, GroupSplitter, ucf101_named
     from .datasets import make_moving_videos
     from .learner import seq_learner, pretrained_defaults
-    def _ucf_named(o):
-        try: return bool(ucf101_group(o))
-        except ValueError: return False
     fast = fast_mode()
     # CPU-sized defaults for generated data; with `pretrained`, the arch's recipe (`pretrained_defaults`: frame size, clip
     # length, lr, fine_tune epochs), sized for real video on a GPU
@@ -218,7 +215,7 @@ def run_classify(arch:str='frames_lstm', data:str=None, epochs:int=None, out:str
     lists = [p for p in (data, data/'ucfTrainTestlist') if (p/'trainlist01.txt').exists()]
     splitter = ucf101_splits(data) if lists else GroupSplitter(valid_pct=0.25, seed=seed)
     split = (f"the official UCF101 lists ({lists[0]/'trainlist01.txt'}, testlist01.txt)" if lists else
-             "by UCF101 group (no group in both sets)" if all(_ucf_named(o) for o in items) else
+             "by UCF101 group (no group in both sets)" if all(ucf101_named(o) for o in items) else
              "by file (names are not UCF101-style)")
     dblock = DataBlock(blocks=(VideoBlock(n_frames=n_frames, sampler='auto'), CategoryBlock), get_items=get_video_files,
                        get_y=parent_label, splitter=splitter, item_tfms=Resize(size))

@@ -986,17 +986,21 @@ def ucf101_splits(path, # Folder holding `trainlist0N.txt`/`testlist0N.txt` (or 
 
 _UCF_RE = re.compile(r'^v_(.+)_g(\d+)_c(\d+)$', re.IGNORECASE)
 
+def _ucf_match(path):
+    "The `_UCF_RE` match of the name of `path` (a video file's stem, a frame folder's name), or None"
+    p = Path(path)
+    return _UCF_RE.match(p.stem if p.suffix.lower() in VIDEO_EXTS else p.name)
+
+def ucf101_named(path) -> bool:
+    "Whether `path` (a video file or frame folder) has a UCF101-style name `v_Class_gXX_cYY`"
+    return _ucf_match(path) is not None
+
 def ucf101_group(path):
     "Group id `Class_gXX` of a UCF101-style name `v_Class_gXX_cYY` (a video file or frame folder)"
-    p = Path(path)
-    m = _UCF_RE.match(p.stem if p.suffix.lower() in VIDEO_EXTS else p.name)
+    m = _ucf_match(path)
     if m is None: raise ValueError(f"{path}: not a UCF101-style name `v_<Class>_g<XX>_c<YY>`; pass "
                                    "`GroupSplitter(group_func=...)` a function returning the group of an item")
     return f'{m.group(1)}_g{m.group(2)}'
-
-def _is_ucf(o) -> bool:
-    p = Path(o)
-    return _UCF_RE.match(p.stem if p.suffix.lower() in VIDEO_EXTS else p.name) is not None
 
 def GroupSplitter(valid_pct=0.2,           # Fraction of the groups in the validation set
                   seed=None,               # Random seed (None: follows `set_seed`)
@@ -1010,7 +1014,7 @@ def GroupSplitter(valid_pct=0.2,           # Fraction of the groups in the valid
     def _inner(items):
         items = list(items)
         if group_func is ucf101_group:
-            ucf = [_is_ucf(o) for o in items]
+            ucf = [ucf101_named(o) for o in items]
             if all(ucf): groups = [ucf101_group(o) for o in items]
             elif not any(ucf): groups = list(range(len(items)))
             else:
