@@ -1,0 +1,56 @@
+"Helpers shared by two or more files of fastai_seq (the only home of such helpers: no underscore name crosses a file)"
+from __future__ import annotations
+from functools import wraps
+
+__all__ = []  # nothing here is for users: `fastai_seq.all` exports none of it
+
+# ------------------------------------------------------------------------------------------- fastai's own functions
+def fastai_original(f):
+    "fastai's own function behind `f`, if `f` is one of our replacements (see `fastai_patches.replace`), else `f`"
+    return getattr(f, '_fastai_seq_orig', f)
+
+def remembers(orig):
+    "Like `functools.wraps(orig)`, also remembering `orig` for `fastai_original`"
+    def _inner(f):
+        f = wraps(orig)(f)
+        f._fastai_seq_orig = orig
+        return f
+    return _inner
+
+
+
+
+
+
+
+
+# ------------------------------------------------------------------------------------------- video and files
+# (reserved for the video/files split)
+
+
+
+
+
+
+
+
+# ------------------------------------------------------------------------------------------- data and datasets
+# (reserved for the data/datasets changes)
+
+
+
+
+
+
+
+
+# ------------------------------------------------------------------------------------------- models
+# (reserved for the models changes)
+
+
+
+
+
+
+
+
