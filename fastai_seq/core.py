@@ -41,10 +41,7 @@ def ls_sorted(
           and (exts is None or p.suffix.lower() in exts)]
     return L(sorted(fs, key=lambda p: (natural_key(p.name), p.name)))
 
-@patch  # fastcore's `patch` returns the global of that name: `ls_sorted` stays the function above
-def ls_sorted(self:Path, extensions:set|list=None, hidden:bool=False) -> L:
-    "The files of this folder in natural order (`2.jpg` before `10.jpg`), optionally only those with `extensions`"
-    return ls_sorted(self, extensions, hidden)
+# `Path.ls_sorted` is added in `fastai_patches.py`
 
 def _to_uint8_hwc(img) -> np.ndarray:
     "One frame (PIL image, `(C,H,W)` tensor or `(H,W[,C])` array; float in [0,1] or ints in [0,255]) as uint8 `(H,W,C)`"

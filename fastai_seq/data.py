@@ -502,8 +502,9 @@ class SeqSplit:
 
 # Batch augmentation on `(B,T,C,H,W)` sequences: fastai's batch transforms draw their random parameters per sample
 # (`x.size(0)`); applying them to each time step with those same parameters gives one parameter set per sequence.
-def _per_step(x:ImageSeq, f) -> ImageSeq:
-    if x.ndim==4: return _per_step(ImageSeq(x[None]), f)[0]
+def apply_per_step(x:ImageSeq, f) -> ImageSeq:
+    "`f` (a batch function of `TensorImage`s) applied to each time step of `x`: one parameter set per sequence"
+    if x.ndim==4: return apply_per_step(ImageSeq(x[None]), f)[0]
     return ImageSeq(torch.stack([TensorBase(f(TensorImage(x[:,t]))) for t in range(x.shape[1])], dim=1))
 
 @patch
@@ -521,18 +522,6 @@ def affine_coord(x:ImageSeq, mat=None, coord_tfm=None, sz=None, mode='bilinear',
     out = _grid_sample(TensorBase(x).reshape(b*t, *x.shape[2:]), coords, mode=mode, padding_mode=pad_mode,
                        align_corners=align_corners)
     return ImageSeq(out.reshape(b, t, *out.shape[1:]))
-
-# `LightingTfm`/`HSVTfm` keep a reference to `TensorImage.lighting`/`.hsv` taken when they are built, so an `ImageSeq`
-# override would be bypassed: these wrappers make fastai's functions sequence-aware and leave other tensors as they were.
-def _seq_aware(orig):
-    def _inner(x:TensorImage, func):
-        return _per_step(x, lambda o: orig(o, func)) if isinstance(x, ImageSeq) else orig(x, func)
-    _inner.__name__, _inner.__doc__, _inner._fastai_seq_orig = orig.__name__, orig.__doc__, orig
-    return _inner
-
-for _nm in ('lighting', 'hsv'):
-    _f = getattr(TensorImage, _nm)
-    setattr(TensorImage, _nm, _seq_aware(getattr(_f, '_fastai_seq_orig', _f)))  # idempotent on re-import
 
 def _strip_hw(o, max_frames:int=None) -> tuple|None:
     "`(height, width)` in pixels of the strip `o` (an `ImageSeq`, a tuple of frames) is drawn as; None if it is not a sequence"

@@ -1,8 +1,8 @@
 """Multi-process training with fastai's own `learn.distrib_ctx()` on GPUs (NCCL) and CPUs (gloo), and mixed precision on CPU
 
-fastai's distributed code (`fastai/distributed.py`, fastai 2.8) assumes CUDA and NCCL in a few places. Importing this
-module (`from fastai_seq.all import *` does) wraps each of them with the smallest change that makes the CPU/gloo path
-work. The CPU fixes do nothing on CUDA/NCCL; the buffer broadcast and the exact averages apply everywhere:
+fastai's distributed code (`fastai/distributed.py`, fastai 2.8) assumes CUDA and NCCL in a few places.
+`fastai_patches.py` wraps each of them with the smallest change that makes the CPU/gloo path work, using the helpers of
+this module. The CPU fixes act only without CUDA; the exact averages only for sequence learners:
 
 * `DistributedDL._broadcast` put the shared sample order on the GPU (`.cuda()`, "nccl only works with cuda tensors"):
   it now uses the device the process group's backend needs (the CPU for gloo).
@@ -37,9 +37,7 @@ import os, sys, warnings, importlib.util
 from contextlib import contextmanager
 import torch
 import torch.distributed as dist
-from fastai.torch_core import num_distrib, rank_distrib, distrib_barrier, find_bs, apply
-from fastai.learner import AvgMetric, AvgLoss
-from .precision import model_device, _fastai, _wrapper
+from fastai.torch_core import num_distrib, rank_distrib, distrib_barrier, find_bs
 
 __all__ = ['comm_device', 'setup_cpu_distrib', 'init_distrib', 'no_distrib', 'on_rank0', 'real_items', 'sync_buffers',
            'fastai_distributed', 'plain_dl', 'is_distributed_dl']
@@ -131,71 +129,3 @@ def real_items(learn) -> int|None:
     bs = find_bs(learn.yb)
     start = dl.rank*dl.n_padded//dl.world_size + dl.i - bs   # position of this batch's first sample in the padded order
     return max(0, min(bs, dl.n - start))
-
-def _head(b, k:int): return apply(lambda x: x[:k] if getattr(x, 'ndim', 0)>0 else x, b)
-
-def _all_reduce_sum(total:float, count:float) -> tuple:
-    t = torch.tensor([total, count], dtype=torch.float64, device=comm_device())
-    dist.all_reduce(t)
-    return t[0].item(), t[1].item()
-
-def _exact_average(orig, real_sum):
-    "fastai's `accumulate` `orig` where no sample is repeated, else sums over the real samples (`real_sum`) all-reduced"
-    @_wrapper(orig)
-    def accumulate(self, learn):
-        k = real_items(learn)
-        if k is None: return orig(self, learn)
-        tot,cnt = _all_reduce_sum(real_sum(self, learn, k) if k else 0., k)
-        self.total += tot; self.count += cnt
-    return accumulate
-
-def _metric_sum(self, learn, k:int) -> float:
-    "`AvgMetric`'s metric summed over the first `k` samples of the batch"
-    return float(self.func(_head(learn.pred, k), *_head(learn.yb, k)))*k
-
-def _loss_sum(self, learn, k:int) -> float:
-    "The loss summed over the first `k` samples of the batch (scored again when the batch ends with repeats)"
-    if k==find_bs(learn.yb): return float(learn.loss.mean())*k
-    with torch.no_grad(): return float(learn.loss_func(_head(learn.pred, k), *_head(learn.yb, k)).mean())*k
-
-def _patch_fastai_distributed(fd):
-    "The changes listed at the top, to fastai.distributed `fd` and its averages (each wraps fastai's original, never ours)"
-    # CPU sharding
-    orig_broadcast = _fastai(fd.DistributedDL._broadcast)
-    @_wrapper(orig_broadcast)
-    def _broadcast(self, t, rank):
-        "Broadcast the list `t` from `rank` to all ranks, on the device the backend needs (fastai always used CUDA)"
-        t = torch.tensor(t, dtype=torch.long, device=comm_device())
-        dist.broadcast(t, rank)
-        return t.cpu().tolist()
-    fd.DistributedDL._broadcast = _broadcast
-
-    # the trainer
-    orig_dt_init = _fastai(fd.DistributedTrainer.__init__)
-    @_wrapper(orig_dt_init)
-    def _dt_init(self, sync_bn=True, **kwargs):
-        if not torch.cuda.is_available(): kwargs.setdefault('cpu', True)   # else accelerate forms no group without a GPU
-        orig_dt_init(self, sync_bn, **kwargs)
-        if self.sync_bn and self.accelerator.device.type!='cuda': self.sync_bn = False   # `SyncBatchNorm` is GPU-only
-    fd.DistributedTrainer.__init__ = _dt_init
-
-    orig_before_validate = _fastai(fd.DistributedTrainer.before_validate)
-    @_wrapper(orig_before_validate)
-    def _dt_before_validate(self):
-        orig_before_validate(self)
-        sync_buffers(self.learn.model)
-    fd.DistributedTrainer.before_validate = _dt_before_validate
-
-    orig_setup = _fastai(fd.setup_distrib)
-    @_wrapper(orig_setup)
-    def _setup_distrib(gpu=None):
-        if torch.cuda.is_available(): return orig_setup(gpu)
-        setup_cpu_distrib()
-    fd.setup_distrib = _setup_distrib
-
-    # exact gathered averages
-    AvgMetric.accumulate = _exact_average(_fastai(AvgMetric.accumulate), _metric_sum)
-    AvgLoss.accumulate = _exact_average(_fastai(AvgLoss.accumulate), _loss_sum)
-
-# Without accelerate there is no fastai.distributed (and no `DistributedDL` to fix): the import then changes nothing here
-if (_fd := fastai_distributed()) is not None: _patch_fastai_distributed(_fd)

@@ -2,7 +2,8 @@
 natively, run in float32 what its oneDNN cannot do in low precision, and never leave autocast on after a failed fit
 
 fastai's `MixedPrecision` always enters CUDA autocast; for a model on a CPU that only warns and trains in float32.
-Importing this module (`from fastai_seq.all import *` does) changes fastai's callback in these ways, and no others:
+`fastai_patches.py` changes fastai's callback in these ways (for sequence learners; for every learner only the exit paths),
+using the probes and hooks of this module:
 
 * **GPU**: fastai's behaviour, plus the exit paths below.
 * **CPU, native low precision**: autocast on the CPU. bfloat16 is native with AVX512-BF16 or AMX when oneDNN may use them
@@ -20,16 +21,10 @@ Importing this module (`from fastai_seq.all import *` does) changes fastai's cal
 """
 from __future__ import annotations
 import os, warnings
-from contextlib import nullcontext
-from functools import lru_cache, wraps
+from functools import lru_cache
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.amp import GradScaler, autocast
-from fastcore.foundation import L
-from fastai.learner import Learner
-from fastai.callback.core import CancelTrainException, CancelValidException, CancelEpochException
-from fastai.callback.fp16 import MixedPrecision, AMPMode
 
 __all__ = ['cpu_amp_native', 'cpu_rnn_ok', 'cpu_bf16_conv3d_ok', 'cpu_amp_enabled', 'float32_modules', 'model_device']
 
@@ -113,7 +108,7 @@ def _up(o):
     if isinstance(o, dict): return {k:_up(v) for k,v in o.items()}
     return o
 
-class _Float32Forward:
+class Float32Forward:
     "Forward hooks that run one module in float32 inside CPU autocast (a picklable object, holding no learner)"
     def __init__(self): self.ctxs = []
     def pre(self, m, args, kwargs):
@@ -133,11 +128,15 @@ def float32_modules(model:nn.Module, dtype:torch.dtype) -> list[type]:
     if not types: return []
     return [type(m) for m in model.modules() if isinstance(m, tuple(types))]
 
-def _hook_float32(model:nn.Module, types:list) -> list:
+def hook_float32(
+    model:nn.Module, # The model trained under CPU autocast
+    types:list, # Module types to run in float32 (`float32_modules(model, dtype)`)
+) -> list:
+    "Forward hooks making each module of `types` in `model` run in float32 inside CPU autocast; their handles"
     hs = []
     for m in model.modules():
         if types and isinstance(m, tuple(types)):
-            f = _Float32Forward()
+            f = Float32Forward()
             hs += [m.register_forward_pre_hook(f.pre, with_kwargs=True),
                    m.register_forward_hook(f.post, with_kwargs=True, always_call=True)]
     return hs
@@ -147,83 +146,3 @@ def model_device(learn) -> torch.device:
     p = next(iter(learn.model.parameters()), None)
     if p is not None: return p.device
     return torch.device(getattr(getattr(learn, 'dls', None), 'device', None) or 'cpu')
-
-def _fastai(f):
-    "fastai's own function under one of our wrappers, so that importing this module again never wraps twice"
-    return getattr(f, '_fastai_seq_orig', f)
-
-def _wrapper(orig):
-    "Like `functools.wraps(orig)`, also remembering `orig` for `_fastai`"
-    def _inner(f):
-        f = wraps(orig)(f)
-        f._fastai_seq_orig = orig
-        return f
-    return _inner
-
-# --------------------------------------------------------------------------------------------- MixedPrecision patches
-def _close_autocast(self):
-    "Exit the autocast region this callback entered for the current batch, if it is still open"
-    if self.__dict__.pop('_amp_open', False) and self.autocast is not None: self.autocast.__exit__(None, None, None)
-
-def _close_all(self):
-    "Exit the batch's autocast region and remove the float32 hooks (the end of a fit, or an exception)"
-    _close_autocast(self)
-    for h in self.__dict__.pop('_amp_hooks', []): h.remove()
-
-_fastai_mp_before_fit = _fastai(MixedPrecision.before_fit)
-@_wrapper(_fastai_mp_before_fit)
-def _mp_before_fit(self):
-    _close_all(self)   # whatever a fit interrupted before left behind
-    dev = model_device(self.learn)
-    if dev.type=='cuda': return _fastai_mp_before_fit(self)
-    precision = 'bf16' if self.amp_mode==AMPMode.BF16 else 'fp16'
-    dtype = torch.bfloat16 if precision=='bf16' else torch.float16
-    self.kwargs['enabled'] = dtype==torch.float16   # bfloat16 has float32's range: no loss scaling
-    if dev.type=='cpu' and not cpu_amp_enabled(precision):
-        isa = os.environ.get('ONEDNN_MAX_CPU_ISA')
-        need = 'AVX512-BF16 or AMX' if precision=='bf16' else 'AMX-FP16'
-        warnings.warn(f"to_{precision}(): this CPU{f' (ONEDNN_MAX_CPU_ISA={isa})' if isa else ''} has no native "
-                      f"{dtype} ({need}), where autocast runs several times slower than float32: training in float32, "
-                      "as fastai does on a CPU. Set FASTAI_SEQ_CPU_AMP=1 to autocast anyway.")
-        self.autocast,self.learn.scaler,self.scales = nullcontext(),GradScaler(dev.type, enabled=False),L()
-        return
-    self.autocast,self.learn.scaler,self.scales = autocast(dev.type, dtype=dtype),GradScaler(dev.type, **self.kwargs),L()
-    if dev.type=='cpu': self._amp_hooks = _hook_float32(self.learn.model, float32_modules(self.learn.model, dtype))
-MixedPrecision.before_fit = _mp_before_fit
-
-_fastai_mp_before_batch = _fastai(MixedPrecision.before_batch)
-@_wrapper(_fastai_mp_before_batch)
-def _mp_before_batch(self):
-    _close_autocast(self)
-    _fastai_mp_before_batch(self)
-    self._amp_open = True
-MixedPrecision.before_batch = _mp_before_batch
-
-@_wrapper(_fastai(MixedPrecision.after_loss))
-def _mp_after_loss(self): _close_autocast(self)
-MixedPrecision.after_loss = _mp_after_loss
-
-# a batch cancelled between `before_batch` and `after_loss` (fastai then calls these two) leaves no autocast on
-MixedPrecision.after_cancel_batch = _close_autocast
-MixedPrecision.after_batch = _close_autocast
-
-_fastai_mp_after_fit = _fastai(MixedPrecision.after_fit)
-@_wrapper(_fastai_mp_after_fit)
-def _mp_after_fit(self):
-    _close_all(self)
-    _fastai_mp_after_fit(self)
-MixedPrecision.after_fit = _mp_after_fit
-MixedPrecision.after_cancel_fit = _close_all
-
-# an exception leaving a batch skips every later event: close the autocast region on its way out (and, unless fastai
-# goes on with the fit after it, the float32 hooks)
-_fastai_one_batch = _fastai(Learner.one_batch)
-@_wrapper(_fastai_one_batch)
-def _one_batch(self, i, b):
-    try: return _fastai_one_batch(self, i, b)
-    except BaseException as e:
-        goes_on = isinstance(e, (CancelTrainException, CancelValidException, CancelEpochException))
-        for cb in self.cbs:
-            if isinstance(cb, MixedPrecision): (_close_autocast if goes_on else _close_all)(cb)
-        raise
-Learner.one_batch = _one_batch

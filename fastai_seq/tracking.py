@@ -36,29 +36,7 @@ def seq_gif_bytes(
 def _video(seq, caption):
     return _wandb().Video(seq_gif_bytes(seq), caption=caption, format='gif')
 
-def _fix_wandb_config():
-    """fastai#4173: `WandbCallback.before_fit` formats the learner's config with fastcore's `init_args`, which raises on values
-    without a `__dict__` (ints, strs, bools), so every `fit` fails before training. Where that bug is present, plain values
-    are logged as they are, objects with constructor arguments as a dict of them (fastai's intent), anything else by name:
-    wandb's config refuses classes of tensors, models and callbacks (which forward attribute lookups to the learner)"""
-    try: import fastai.callback.wandb as fwb
-    except ImportError: return  # no wandb: nothing to fix
-    try: fwb._format_config({'probe': 1}); return  # fastai without the bug: leave it alone
-    except TypeError: pass
-    from fastcore.basics import init_args
-    def _format_config_value(v):
-        if isinstance(v, (list, tuple)): return [_format_config_value(o) for o in v]
-        if v is None or isinstance(v, (bool, int, float, str)): return v
-        if isinstance(v, Path): return str(v)
-        named = getattr(v, '__qualname__', None) if isinstance(getattr(v, '__qualname__', None), str) else None
-        if named or isinstance(v, (torch.nn.Module, torch.Tensor)): return named or type(v).__name__
-        try: args = init_args(v)
-        except (TypeError, ValueError): args = None
-        return {**fwb._format_config(args), '_name': type(v).__name__} if args else str(v)
-    _format_config_value.__doc__ = f"`{fwb.__name__}._format_config_value`, fixed by fastai_seq for fastai#4173"
-    fwb._format_config_value = _format_config_value
-
-_fix_wandb_config()
+# fastai#4173 (every `fit` with `WandbCallback` raised on plain config values) is fixed in `fastai_patches.py`
 
 def _unlist(o): return o[0] if isinstance(o, (list, tuple)) and len(o)==1 else o
 
@@ -103,7 +81,7 @@ def wandb_process(x:ImageSeq, y:ImageSeq, samples, outs, preds):
 # Hugging Face Hub: huggingface_hub's fastai functions, with the learner's sequence metadata and no side effects
 
 def _hub():
-    try: import huggingface_hub, toml  # noqa: F401 (`from_pretrained_fastai` reads pyproject.toml with toml)
+    try: import huggingface_hub, toml  # noqa: F401 (`push_to_hub_fastai` checks pyproject.toml with toml)
     except ImportError: raise ImportError("Sharing on the Hugging Face Hub needs huggingface_hub and toml: "
                                           "pip install 'fastai_seq[hub]'") from None
     return huggingface_hub
@@ -121,18 +99,45 @@ def seq_hub_config(
                vocab=[str(v) for v in vocab] if vocab is not None and getattr(learn, 'task', None)=='classify' else None)
     return json.loads(json.dumps(cfg, default=list))  # tuples -> lists: exactly what config.json will hold
 
+_PYPROJECT = """[build-system]
+requires = ["setuptools>=40.8.0", "wheel", "python={python}", "fastai={fastai}", "fastcore={fastcore}", "fastai_seq={fastai_seq}"]
+build-backend = "setuptools.build_meta:__legacy__"
+"""
+
+_CARD = """---
+tags:
+- fastai
+- fastai_seq
+library_name: fastai
+---
+
+# {arch} ({task})
+
+A `fastai_seq` learner. Load it with
+
+```python
+from fastai_seq.all import *
+learn = from_pretrained_seq('{repo}')
+```
+"""
+
 def save_pretrained_seq(
     learn:Learner, # A trained sequence learner
     save_directory, # Folder to write model.pkl, pyproject.toml, README.md and config.json into
     config:dict=None, # Extra config entries (merged over `seq_hub_config(learn)`)
 ) -> Path:
-    "Write what `push_to_hub_seq` uploads into a local folder (huggingface_hub's `_save_pretrained_fastai`); `learn.path` is kept"
-    from huggingface_hub.fastai_utils import _save_pretrained_fastai
-    _hub()
-    old = learn.path
-    try: _save_pretrained_fastai(learn, save_directory, config={**seq_hub_config(learn), **(config or {})})
-    finally: learn.path = old  # huggingface_hub points it at the folder
-    return Path(save_directory)
+    "Write what `push_to_hub_seq` uploads into a local folder, as huggingface_hub's fastai functions lay it out; `learn.path` is kept"
+    import fastai, fastcore, platform
+    from . import __version__
+    d = Path(save_directory)
+    d.mkdir(parents=True, exist_ok=True)
+    cfg = {**seq_hub_config(learn), **(config or {})}
+    (d/'config.json').write_text(json.dumps(cfg))
+    if not (d/'README.md').exists(): (d/'README.md').write_text(_CARD.format(arch=cfg.get('arch'), task=cfg.get('task'), repo=d.name))
+    (d/'pyproject.toml').write_text(_PYPROJECT.format(python=platform.python_version(), fastai=fastai.__version__,
+                                                      fastcore=fastcore.__version__, fastai_seq=__version__))
+    learn.export(d.absolute()/'model.pkl')   # an absolute name: `export` writes there whatever `learn.path` is
+    return d
 
 def push_to_hub_seq(
     learn:Learner, # A trained sequence learner
@@ -144,20 +149,27 @@ def push_to_hub_seq(
     hf = _hub()
     old = learn.path
     try: return hf.push_to_hub_fastai(learn, repo_id=repo_id, config={**seq_hub_config(learn), **(config or {})}, **kwargs)
-    finally: learn.path = old
+    finally: learn.path = old  # huggingface_hub points it at its temporary folder
+
+def _check_versions(d:Path):
+    "Warn when the fastai recorded in `d/pyproject.toml` differs from this one in major.minor: unpickling may then fail"
+    import fastai, re
+    fn = d/'pyproject.toml'
+    m = re.search(r'"fastai[=<>~]+([0-9][^"]*)"', fn.read_text()) if fn.is_file() else None
+    if m and m.group(1).split('.')[:2]!=fastai.__version__.split('.')[:2]:
+        import warnings
+        warnings.warn(f"{d}: the learner was saved with fastai {m.group(1)}, this is fastai {fastai.__version__}: "
+                      f"if loading fails, install the version it was saved with (pip install fastai=={m.group(1)}).")
 
 def from_pretrained_seq(
     repo_id, # 'namespace/repo_name' on the Hub, or a local folder written by `save_pretrained_seq`
     revision:str=None, # Branch, tag or commit on the Hub
 ) -> Learner:
     "Load a learner shared with `push_to_hub_seq` (or `push_to_hub_fastai`), from the Hub or a local folder of any path"
-    hf = _hub()
     p = Path(repo_id).expanduser()
-    if p.is_dir():  # `from_pretrained_fastai` refuses absolute local paths (it validates them as repo ids)
-        if not (p/'model.pkl').is_file():
-            raise FileNotFoundError(f"{p}: no model.pkl in this folder. Write it with `save_pretrained_seq(learn, folder)`.")
-        from huggingface_hub.fastai_utils import _check_fastai_fastcore_versions, _check_fastai_fastcore_pyproject_versions
-        _check_fastai_fastcore_versions()
-        _check_fastai_fastcore_pyproject_versions(str(p))
-        return load_learner(p/'model.pkl')
-    return hf.from_pretrained_fastai(str(repo_id), revision=revision)
+    if not p.is_dir():  # a repo id: download the repo's files (huggingface_hub's cache)
+        p = Path(_hub().snapshot_download(repo_id=str(repo_id), revision=revision, library_name='fastai_seq'))
+    if not (p/'model.pkl').is_file():
+        raise FileNotFoundError(f"{p}: no model.pkl in this folder. Write it with `save_pretrained_seq(learn, folder)`.")
+    _check_versions(p)
+    return load_learner(p/'model.pkl')

@@ -14,7 +14,7 @@ import fastai_seq.all  # noqa: F401  (registers every arch, patches MixedPrecisi
 from fastai_seq.core import ImageSeq
 from fastai_seq.registry import list_archs, arch_info
 from fastai_seq.learner import seq_learner
-from fastai_seq.precision import cpu_amp_native, cpu_rnn_ok, float32_modules, _Float32Forward
+from fastai_seq.precision import cpu_amp_native, cpu_rnn_ok, float32_modules, Float32Forward
 
 ARCHS = list_archs()
 GPU = torch.cuda.is_available()
@@ -89,7 +89,7 @@ def _check(learn, before, spy, dtype):
 
 def _hooks_left(model) -> int:
     "How many of fastai_seq's float32 hooks are on `model` (DynamicUnet has hooks of its own)"
-    return sum(isinstance(getattr(h, '__self__', None), _Float32Forward)
+    return sum(isinstance(getattr(h, '__self__', None), Float32Forward)
                for m in model.modules() for h in [*m._forward_hooks.values(), *m._forward_pre_hooks.values()])
 
 def test_native_decision_follows_onednn_isa():
