@@ -4,40 +4,9 @@ import math, sys, time
 from pathlib import Path
 from .core import fast_mode
 
-__all__ = ['main', 'fast_mode', 'run_forecast', 'run_classify', 'EpochLines', 'console_logging']
+__all__ = ['main', 'fast_mode', 'run_forecast', 'run_classify']
 
-from contextlib import contextmanager
-from fastai.callback.core import Callback
-from fastai.callback.progress import ProgressCallback
-
-def _fmt(v) -> str:
-    if isinstance(v, float): return f'{v:.6f}'
-    return str(v)
-
-class EpochLines(Callback):
-    "Print a header and then one line an epoch (flushed), instead of the progress bar's redraws: for logs, SLURM, CI"
-    order = ProgressCallback.order
-    def before_fit(self):
-        self.old = self.learn.logger
-        from fastai.torch_core import rank_distrib
-        if getattr(self.old, '__name__', '')=='noop' or rank_distrib(): return  # `learn.no_logging()`; rank 0 alone prints
-        self.learn.logger = self._line
-        self._line(self.recorder.metric_names)
-    def _line(self, log): print('  '.join(f'{_fmt(v):>{max(len(str(n)), 9)}}' for v,n in zip(log, self.recorder.metric_names)),
-                                flush=True)
-    def after_fit(self): self.learn.logger = self.old
-
-@contextmanager
-def console_logging(
-    lines:bool=None, # One line an epoch (`EpochLines`) instead of progress bars; default: when stdout is not a terminal
-):
-    "Within it, new Learners log one line an epoch instead of redrawing progress bars when the output is a log file or pipe"
-    from fastai.learner import defaults
-    if lines is None: lines = not sys.stdout.isatty()
-    old = list(defaults.callbacks)
-    if lines: defaults.callbacks = [EpochLines if c is ProgressCallback else c for c in old]
-    try: yield
-    finally: defaults.callbacks = old
+from .callbacks import EpochLines, console_logging  # their home is callbacks.py; importable from here as before
 
 # What each number is and which way is better: the CLI's printout labels (the learner's metric names stay as they are)
 _ABOUT = {'valid_loss': ('valid_loss', 'the training loss on the validation set', 'lower'),
@@ -136,7 +105,8 @@ def run_forecast(arch:str='convgru', epochs:int=None, digits:str=None, out:str='
     "Train `arch` on Moving MNIST for `budget` seconds (or `epochs`), print its report beside the baselines, write model.pkl and pictures"
     import torch
     from .datasets import moving_mnist_dls, load_mnist_digits
-    from .learner import seq_learner, TimeBudget
+    from .learner import seq_learner
+    from .callbacks import TimeBudget
     from fastai.callback.schedule import fit_one_cycle  # noqa: F401 (patches Learner)
     from .core import save_gif
     fast = fast_mode()

@@ -1,4 +1,5 @@
-"""Forecasting metrics on `[0,1]` frames (`seq_mse`, `seq_mae`, `ssim`, `psnr`, `mse_frame`, `mae_frame`) and a capped top-k accuracy
+"""Forecasting metrics on `[0,1]` frames (`seq_mse`, `seq_mae`, `ssim`, `psnr`, `mse_frame`, `mae_frame`), the per-frame scores
+they and `forecast_report` share, `SeqDice` and a capped top-k accuracy
 
 Names: fastai's own `mse`, `mae` and `top_k_accuracy` keep their meaning after `from fastai_seq.all import *` (a plugin
 leaves its host intact): ours are `seq_mse`/`seq_mae` (shown as `mse`/`mae` in the results table) and `TopKAccuracy(k)`.
@@ -48,7 +49,7 @@ from fastai.metrics import top_k_accuracy as _fastai_top_k
 from .distributed import plain_dl
 
 __all__ = ['SeqMetric', 'get_norm_stats', 'frame_ssim', 'MSE', 'MAE', 'SSIM', 'PSNR', 'MSEFrame', 'MAEFrame',
-           'seq_mse', 'seq_mae', 'ssim', 'psnr', 'mse_frame', 'mae_frame', 'TopKAccuracy']
+           'seq_mse', 'seq_mae', 'ssim', 'psnr', 'mse_frame', 'mae_frame', 'TopKAccuracy', 'SeqDice']
 
 _PSNR_EPS = 1e-10  # mse floor: a perfect frame scores 100 dB instead of inf
 
@@ -59,7 +60,7 @@ def get_norm_stats(dls):
         if isinstance(f, Normalize) and f.mean is not None and f.std is not None: return f.mean, f.std
     return None, None
 
-def _targ_normalised(dl) -> bool:
+def targ_normalised(dl) -> bool:
     "Whether a `Normalize` in `dl` reached its targets: it only touches `TensorImage`s (True when fastai recorded no types)"
     typs,n_inp = getattr(dl, '_types', None),getattr(dl, '_n_inp', None)
     if not isinstance(typs, dict) or n_inp is None: return True
@@ -69,7 +70,7 @@ def _targ_normalised(dl) -> bool:
     while isinstance(t, dict): t = next(iter(t.values()), [None])[0]  # a tuple of frames: look at the first one
     return not isinstance(t, type) or issubclass(t, TensorImage)
 
-def _as_seq(x, what:str) -> Tensor:
+def as_seq(x, what:str) -> Tensor:
     "A plain float tensor `(B,T,C,H,W)` from a 5-D tensor, a `(B,C,H,W)` frame batch, or a tuple/list of frame batches"
     if isinstance(x, (tuple, list)): x = torch.stack([torch.as_tensor(o) for o in x], dim=1)
     if not isinstance(x, Tensor): raise TypeError(f"Sequence metrics need tensors for `{what}`, got {type(x).__name__}")
@@ -78,7 +79,7 @@ def _as_seq(x, what:str) -> Tensor:
     if x.ndim!=5: raise ValueError(f"Sequence metrics need `{what}` shaped (B,T,C,H,W) or (B,C,H,W), got {tuple(x.shape)}")
     return x.float()
 
-def _stat(s, x:Tensor) -> Tensor:
+def norm_stat(s, x:Tensor) -> Tensor:
     "Normalisation stat `s` as a tensor broadcasting against the `(B,T,C,H,W)` tensor `x`"
     s = torch.as_tensor(s).to(device=x.device, dtype=x.dtype)
     if s.ndim>1: return s  # shaped like `Normalize.mean`: broadcast exactly as `Normalize` did
@@ -109,12 +110,30 @@ def frame_ssim(pred:Tensor, targ:Tensor, win_size:int=11, sigma:float=1.5, data_
     smap = ((2*mu1*mu2 + c1)*(2*s12 + c2)) / ((mu1*mu1 + mu2*mu2 + c1)*(s11 + s22 + c2))
     return smap.flatten(1).mean(1)
 
+# The per-frame scores of `(B,T,C,H,W)` predictions `p` and targets `t`, each a `(B,T)` tensor: the metrics below average
+# them over the frames of a sequence, `forecast_report` over the sequences at each horizon step
+def per_frame_mse(p:Tensor, t:Tensor) -> Tensor:
+    "Squared error of each frame, summed over its `C*H*W` values: `(B,T)`"
+    return (p-t).pow(2).flatten(2).sum(2)
+
+def per_frame_mae(p:Tensor, t:Tensor) -> Tensor:
+    "Absolute error of each frame, summed over its `C*H*W` values: `(B,T)`"
+    return (p-t).abs().flatten(2).sum(2)
+
+def per_frame_psnr(p:Tensor, t:Tensor) -> Tensor:
+    "PSNR `10*log10(1/mse)` of each frame (peak 1, mse floored at 1e-10): `(B,T)`"
+    return -10*torch.log10((p-t).pow(2).flatten(2).mean(2).clamp_min(_PSNR_EPS))
+
+def per_frame_ssim(p:Tensor, t:Tensor) -> Tensor:
+    "`frame_ssim` of each frame: `(B,T)`"
+    return frame_ssim(p.flatten(0,1), t.flatten(0,1)).view(p.shape[:2])
+
 def _mse(p, t): return (p-t).pow(2).flatten(1).mean(1)
 def _mae(p, t): return (p-t).abs().flatten(1).mean(1)
-def _mse_frame(p, t): return (p-t).pow(2).flatten(2).sum(2).mean(1)
-def _mae_frame(p, t): return (p-t).abs().flatten(2).sum(2).mean(1)
-def _psnr(p, t): return (-10*torch.log10((p-t).pow(2).flatten(2).mean(2).clamp_min(_PSNR_EPS))).mean(1)
-def _ssim(p, t): return frame_ssim(p.flatten(0,1), t.flatten(0,1)).view(p.shape[:2]).mean(1)
+def _mse_frame(p, t): return per_frame_mse(p, t).mean(1)
+def _mae_frame(p, t): return per_frame_mae(p, t).mean(1)
+def _psnr(p, t): return per_frame_psnr(p, t).mean(1)
+def _ssim(p, t): return per_frame_ssim(p, t).mean(1)
 
 class SeqMetric(Metric):
     "A forecasting metric: `func` gives one value per sequence of de-normalised `(B,T,C,H,W)` frames, averaged over all sequences"
@@ -140,17 +159,17 @@ class SeqMetric(Metric):
         dl = getattr(learn, '__dict__', {}).get('dl', None)
         if dl is None: dl = learn.dls.valid
         dl = plain_dl(dl)  # under `distrib_ctx`: the wrapped loader holds the transforms
-        return get_norm_stats(dl) if _targ_normalised(dl) else (None, None)
+        return get_norm_stats(dl) if targ_normalised(dl) else (None, None)
 
     def per_sample(self, pred, targ, learn=None) -> Tensor:
         "The metric for each sequence of the batch, after de-normalisation and clamping"
         mean,std = self._stats(learn)
-        p,t = _as_seq(pred, 'pred'),_as_seq(targ, 'targ')
+        p,t = as_seq(pred, 'pred'),as_seq(targ, 'targ')
         if p.shape!=t.shape: raise ValueError(f"{self.name}: predictions {tuple(p.shape)} and targets {tuple(t.shape)} differ in shape")
         t = t.to(p.device)
         if mean is not None or std is not None:
-            m = _stat(0. if mean is None else mean, p)
-            s = _stat(1. if std is None else std, p)
+            m = norm_stat(0. if mean is None else mean, p)
+            s = norm_stat(1. if std is None else std, p)
             p,t = p*s + m, t*s + m
         if self.clamp: p = p.clamp(0, 1)
         return self.func(p, t)
@@ -211,3 +230,38 @@ class TopKAccuracy:
 
     def __repr__(self): return f'TopKAccuracy(k={self.k})'
 
+def pixel_levels(
+    y:Tensor, # `[0,1]` target frames `(B,T,1,H,W)` (or a tuple of `(B,1,H,W)` frames)
+    n_levels:int=2, # 2: on/off at `th`; K > 2: the nearest of K evenly spaced gray levels
+    th:float=0.7, # With `n_levels=2`: a pixel is on above this
+) -> Tensor:
+    "Class indices `(B,T,H,W)` of one-channel `[0,1]` frames: the encoding of `PixelLevelsLoss` and `SeqDice`"
+    y = as_seq(y, 'targ')
+    if y.shape[2]!=1: raise ValueError(f"PixelLevelsLoss takes 1-channel target frames, got {y.shape[2]} channels")
+    y = y[:, :, 0]
+    if n_levels==2: return (y>th).long()
+    return (y.clamp(0, 1)*(n_levels-1)).round().long()
+
+class SeqDice(Metric):
+    "Dice overlap of the predicted and target foreground pixels (level > 0) of each sequence, averaged over sequences (fastai's `Dice` is for masks)"
+    def __init__(self,
+        loss=None, # A `PixelLevelsLoss`: its encoding of the targets; default `pixel_levels` (on above 0.7, as `PixelLevelsLoss()`)
+        eps:float=1., # Smoothing: a sequence with no foreground at all scores 1
+    ):
+        self.loss,self.eps = loss,eps
+        self.reset()
+    def reset(self): self.total,self.count = 0.,0
+    def per_sample(self, pred, targ) -> Tensor:
+        "The Dice of each sequence of the batch"
+        p = as_seq(pred, 'pred').argmax(2)>0
+        t = (pixel_levels(targ) if self.loss is None else self.loss.encode(targ))>0
+        t = t.to(p.device)
+        inter = (p&t).flatten(1).sum(1).float()
+        return (2*inter+self.eps)/(p.flatten(1).sum(1)+t.flatten(1).sum(1)+self.eps)
+    def accumulate(self, learn):
+        with torch.no_grad(): v = self.per_sample(learn.pred, learn.y)
+        self.total += v.sum().item(); self.count += v.numel()
+    @property
+    def value(self): return self.total/self.count if self.count else None
+    @property
+    def name(self): return 'dice'

@@ -125,7 +125,7 @@ def test_epoch_lines_when_not_a_terminal(capsys):
     from fastai.learner import Learner, defaults
     from fastai.data.core import DataLoaders
     from fastai.callback.progress import ProgressCallback
-    from fastai_seq.__main__ import console_logging, EpochLines
+    from fastai_seq.callbacks import console_logging, EpochLines
     x = torch.randn(64, 2); y = x@torch.tensor([[2.], [-1.]])
     ds = list(zip(x, y))
     before = list(defaults.callbacks)

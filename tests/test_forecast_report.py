@@ -5,7 +5,8 @@ from fastai.learner import Learner
 from fastai.losses import MSELossFlat
 from fastai_seq.core import ImageSeq
 from fastai_seq.datasets import MovingMNIST, load_moving_mnist, moving_mnist_test_dl, moving_mnist_dls, DigitsError
-from fastai_seq.learner import seq_learner, ForecastReport, Rollout
+from fastai_seq.learner import seq_learner
+from fastai_seq.evaluate import ForecastReport, Rollout
 from fastai_seq.registry import list_archs, arch_info
 
 N_IN,N_OUT,SIZE = 4,3,32
@@ -142,7 +143,8 @@ def test_predict_n_out_and_forecast(mm):
 
 # ------------------------------------------------------------------------------------------------ cross-entropy recipe
 def test_pixel_levels_loss_and_dice():
-    from fastai_seq.learner import PixelLevelsLoss, SeqDice
+    from fastai_seq.losses import PixelLevelsLoss
+    from fastai_seq.metrics import SeqDice
     y = torch.tensor([0., .5, .71, 1.]).view(1, 1, 1, 2, 2)
     assert PixelLevelsLoss().encode(y).flatten().tolist()==[0, 0, 1, 1]
     assert PixelLevelsLoss(5).encode(y).flatten().tolist()==[0, 2, 3, 4]
@@ -155,7 +157,7 @@ def test_pixel_levels_loss_and_dice():
 def test_cross_entropy_recipe_learns_and_shows(tmp_path):
     from fastai.callback.schedule import fit_one_cycle  # noqa: F401
     from fastai.callback.progress import ProgressCallback  # noqa: F401 (no_bar)
-    from fastai_seq.learner import PixelLevelsLoss
+    from fastai_seq.losses import PixelLevelsLoss
     dls = moving_mnist_dls(3, 2, n_train=64, n_valid=16, size=SIZE, bs=8)
     torch.manual_seed(0)
     learn = seq_learner(dls, 'convgru', loss_func=PixelLevelsLoss(2, th=0.7), szs=(8, 16), stem=(8,))
@@ -211,7 +213,7 @@ def test_time_budget_schedule():
     from fastai.callback.schedule import fit_one_cycle  # noqa: F401
     from fastai.callback.progress import ProgressCallback  # noqa: F401
     from fastai.callback.core import Callback
-    from fastai_seq.learner import TimeBudget
+    from fastai_seq.callbacks import TimeBudget
     class Rec(Callback):
         order = 70
         def before_fit(self): self.pcts = []

@@ -8,6 +8,8 @@ from fastai_seq.data import VideoBlock
 from fastai_seq.video import get_video_files
 from fastai_seq.datasets import moving_mnist_dls, make_moving_videos
 from fastai_seq.learner import *
+from fastai_seq.evaluate import *
+from fastai_seq.callbacks import ReleaseLossGrad
 
 def _n_strips(fig=None): return len([a for a in (fig or plt.gcf()).axes if a.images])
 
@@ -22,6 +24,47 @@ def test_forecast_learner_defaults(mm_dls):
     assert [m.name for m in learn.metrics] == ['mse', 'mae', 'ssim', 'psnr']
     assert learn.seq_shape == dict(channels=1, size=(32, 32), n_in=4, n_out=3)
     with pytest.raises(ValueError, match=r"'frames_lstm' is for the 'classify'.*convgru"): seq_learner(mm_dls, 'frames_lstm')
+
+def test_seq_learner_reads_one_batch(mm_dls, motion_path, monkeypatch):
+    "`seq_learner` learns the task and the shapes from ONE batch (with `VideoBlock`, each batch is bs decoded clips)"
+    calls = []
+    for dls,arch in ((mm_dls, 'convgru'), (_clf_dls(motion_path), 'frames_mean')):
+        one_batch = type(dls.train).one_batch
+        def counted(self): calls.append(1); return one_batch(self)
+        monkeypatch.setattr(type(dls.train), 'one_batch', counted)
+        calls.clear()
+        learn = seq_learner(dls, arch)
+        assert len(calls)==1 and learn.seq_shape['size']==(32, 32), (arch, len(calls))
+        monkeypatch.undo()
+    b = mm_dls.one_batch()   # the helpers take a batch already read: none of them reads another
+    monkeypatch.setattr(type(mm_dls.train), 'one_batch', lambda self: pytest.fail('read a second batch'))
+    assert infer_task(mm_dls, b)=='forecast' and model_kwargs_from_dls(mm_dls, b=b)['n_in']==4
+    assert create_seq_model('convgru', mm_dls, b) is not None
+
+def test_predict_after_reloads(mm_dls):
+    "`importlib.reload` of the module that patches `Learner.predict` finds fastai's own again: no predict calling itself"
+    import importlib, fastai_seq.evaluate as ev
+    from fastai.learner import Learner
+    from fastai_seq._utils import fastai_original
+    orig = fastai_original(Learner.predict)
+    for _ in range(2): importlib.reload(ev)
+    assert fastai_original(Learner.predict) is orig and orig.__module__=='fastai.learner'
+    learn = seq_learner(mm_dls, 'convgru', szs=(4, 8), stem=(4,))
+    x = mm_dls.valid_ds[0][0]
+    assert learn.predict(x)[1].shape==(3, 1, 32, 32) and learn.predict(x, n_out=5)[1].shape==(5, 1, 32, 32)
+    import inspect
+    assert 'n_out' in inspect.signature(Learner.predict).parameters
+
+def test_moved_names_importable_from_old_homes():
+    "Names that left learner.py and registry.py are still importable from there, and are the same objects"
+    import fastai_seq.learner as L, fastai_seq.registry as R, fastai_seq.__main__ as M
+    from fastai_seq import evaluate, callbacks, losses, metrics
+    for mod,names in ((evaluate, 'ClipEvaluation aggregate_clips ForecastReport Rollout'), (callbacks, 'TimeBudget ReleaseLossGrad'),
+                      (losses, 'PixelLevelsLoss'), (metrics, 'SeqDice')):
+        for n in names.split(): assert getattr(L, n) is getattr(mod, n), n
+    for n in ('infer_task', 'model_kwargs_from_dls', 'create_seq_model'): assert getattr(R, n) is getattr(L, n), n
+    assert M.EpochLines is callbacks.EpochLines and M.console_logging is callbacks.console_logging
+    with pytest.raises(AttributeError): L.nope
 
 def test_forecast_train_show_predict_export(mm_dls, tmp_path):
     set_seed(0)
@@ -171,7 +214,7 @@ def test_evaluate_clips_three_crops_known_logits():
     assert p0[0] < p0[1] < p0[2]  # left, centre, right: the crops really differ
     assert ev.targets.tolist() == [0, 1, 0, 1] and ev.video_accuracy == 0.5  # class 'a' (0) always wins: half right
     # portrait frames: top / centre / bottom
-    from fastai_seq.learner import _crop_boxes
+    from fastai_seq.evaluate import _crop_boxes
     assert _crop_boxes(14, 8, 3) == [(0, 0, 8), (3, 0, 8), (6, 0, 8)] and _crop_boxes(8, 14, 1, 4) == [(2, 5, 4)]
     with pytest.raises(ValueError, match='n_crops must be 1 or 3'): learn.evaluate_clips(n_crops=2)
     with pytest.raises(ValueError, match='crop_size 9 does not fit frames of 8x14'): learn.evaluate_clips(n_clips=1, n_crops=3, crop_size=9)

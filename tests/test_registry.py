@@ -5,6 +5,7 @@ from fastai.vision.all import DataLoaders, TfmdDL, Datasets, CategoryBlock, Cate
 from fastai_seq.core import ImageSeq
 from fastai_seq.registry import *
 from fastai_seq.registry import _archs
+from fastai_seq.learner import infer_task, model_kwargs_from_dls, create_seq_model
 
 def _seq_dls(task, n=8, t_in=4, t_out=3, c=1, hw=(16, 24)):
     "Tiny DataLoaders of ImageSeq inputs and ImageSeq (forecast) or category (classify) targets"
@@ -54,7 +55,17 @@ def test_kinetics_entries_from_torchvision_metadata():
     assert list_archs('conv*') == ['convgru', 'convlstm']
 
 def test_unknown_arch_lists_known():
-    with pytest.raises(KeyError, match=r"Unknown arch 'nope'.*convgru.*frames_lstm"): arch_info('nope')
+    with pytest.raises(ValueError, match=r"Unknown arch 'nope'.*convgru.*frames_lstm"): arch_info('nope')
+
+def test_registry_is_a_decorator_and_a_dict():
+    "registry.py holds no data code: importing it loads neither fastai's data modules nor any model"
+    import subprocess, sys
+    code = ("import sys; import fastai_seq.registry as r; "
+            "assert r.__all__==['TASKS', 'ArchInfo', 'register_arch', 'list_archs', 'arch_info'], r.__all__; "
+            "assert not [m for m in sys.modules if m.split('.')[0] in ('fastai', 'torch') or m=='fastai_seq.core'], 'imports data code'")
+    from conftest import REPO
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode==0, r.stderr[-2000:]
 
 def test_task_inference_and_shape_kwargs():
     f, c = _seq_dls('forecast'), _seq_dls('classify')
