@@ -1,11 +1,10 @@
 "What is called on a trained sequence learner: `evaluate_clips`, `forecast_report`, `Rollout`/`forecast`, `predict` with `n_out`"
 from __future__ import annotations
-import functools
 from pathlib import Path
 from typing import NamedTuple
 import torch
 from torch import nn, Tensor
-from fastcore.basics import patch, ifnone
+from fastcore.basics import ifnone
 from fastai.imports import plt
 from fastai.torch_core import Module
 from fastai.learner import Learner
@@ -14,7 +13,7 @@ import fastai.callback.progress  # noqa: F401 (`Learner.no_bar`, used by `foreca
 from .distributed import plain_dl
 from .data import LoadFrames
 from .metrics import get_norm_stats, as_seq, norm_stat, targ_normalised, per_frame_mse, per_frame_mae, per_frame_ssim, per_frame_psnr
-from ._utils import fastai_original, remembers
+from ._utils import fastai_original
 
 __all__ = ['ClipEvaluation', 'aggregate_clips', 'ForecastReport', 'Rollout']
 
@@ -60,7 +59,6 @@ class _SpatialCrops(Callback):
         outs = [self.pred] + [self.model(c, *self.xb[1:]) for c in self.crops[1:]]
         self.outs.append(torch.stack([o.detach().as_subclass(Tensor).float().cpu() for o in outs]))
 
-@patch
 def evaluate_clips(self:Learner,
     n_clips:int=5, # Clips per video, spread evenly over its length
     ds_idx:int=1, # Which dataset to score (1: validation)
@@ -168,7 +166,6 @@ class ForecastReport:
             return (f"ForecastReport: {self.n} sequences, {len(self.per_step)} steps\n{self.table()}\n\n"
                     f"per step (model):\n{self.per_step.T}")
 
-@patch
 def forecast_report(self:Learner,
     dl=None, # A `DataLoader` with targets (e.g. `moving_mnist_test_dl(fn)`, `dls[2]`); default the validation set
     baselines:bool=True, # Also score predicting blank frames and copying the last input frame
@@ -224,24 +221,12 @@ def _path_item(dls, item):
     # `str` matching a later one would skip `get_x`), so a `str` is turned into a `Path` only where the items were paths
     return Path(item) if not isinstance(item, types[0]) and isinstance(Path(item), types[0]) else item
 
-def _extends(orig):
-    "`remembers(orig)` for a function that extends `orig`'s signature: it keeps its own name, doc, annotations and signature"
-    def _inner(f):
-        own = {o:getattr(f, o) for o in functools.WRAPPER_ASSIGNMENTS if hasattr(f, o)}
-        f = remembers(orig)(f)
-        for o,v in own.items(): setattr(f, o, v)
-        del f.__wrapped__   # `inspect.signature` shows ours (with `n_out`), not fastai's
-        return f
-    return _inner
-
-# fastai's own `Learner.predict` is found again under `importlib.reload` (`fastai_original`): no predict calling itself
-@patch
-@_extends(fastai_original(Learner.predict))
-def predict(self:Learner, item, rm_type_tfms=None, with_input=False,
+def seq_predict(self:Learner, item, rm_type_tfms=None, with_input=False,
     n_out:int=None, # Forecasting: the number of frames to predict, rolling the model forward past the horizon it was trained for
+    fastai_predict=None, # fastai's own `Learner.predict` (default: the one behind `Learner.predict`)
 ):
-    "fastai's `Learner.predict` (a video file or frame folder given as a `str` or a `Path`); with `n_out` a forecasting model is rolled forward autoregressively to `n_out` frames"
-    fastai_predict = fastai_original(Learner.predict)
+    "`learn.predict` of a sequence learner: fastai's, taking a video file or frame folder as a `str` or a `Path`; with `n_out` a forecasting model is rolled forward autoregressively to `n_out` frames"
+    fastai_predict = fastai_predict or fastai_original(Learner.predict)
     item = _path_item(self.dls, item)
     if n_out is None: return fastai_predict(self, item, rm_type_tfms=rm_type_tfms, with_input=with_input)
     if getattr(self, 'task', 'forecast')!='forecast': raise ValueError("predict(n_out=...) is for forecasting learners.")
@@ -250,7 +235,6 @@ def predict(self:Learner, item, rm_type_tfms=None, with_input=False,
     try: return fastai_predict(self, item, rm_type_tfms=rm_type_tfms, with_input=with_input)
     finally: self.model = model
 
-@patch
 def forecast(self:Learner,
     x:Tensor, # Input frames `(B,n_in,C,H,W)` or one sequence `(n_in,C,H,W)`, as the model takes them (normalised if the data is)
     n_steps:int, # Frames to predict; more than the model was trained for rolls it forward on its own predictions

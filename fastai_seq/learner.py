@@ -192,7 +192,3 @@ def __getattr__(name):
         import importlib
         return getattr(importlib.import_module(f'{__package__}.{_MOVED[name]}'), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-# Until the one module of fastai changes (issue 19, item 1) applies them: a learner built here has the `Learner` methods of
-# evaluate.py (`predict` with `n_out` and paths as `str`, `evaluate_clips`, `forecast_report`, `forecast`), as before the split
-from . import evaluate as _evaluate  # noqa: E402,F401

@@ -10,6 +10,7 @@ from fastai.losses import MSELossFlat
 from fastai_seq.core import ImageSeq, SeqError
 from fastai_seq.datasets import *
 from fastai_seq.datasets.motion_videos import _motion_clips
+import fastai_seq.fastai_patches  # noqa: F401 (what `fastai_seq.all` applies: `learn.predict` with paths and `n_out`, `evaluate_clips`, ...)
 from conftest import REPO
 
 # ------------------------------------------------------------------------------------------------------------- helpers

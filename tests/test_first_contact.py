@@ -6,6 +6,7 @@ from fastai_seq.data import VideoBlock, SeqBlock, SeqSplit
 from fastai_seq.datasets import make_moving_videos, moving_mnist_dls
 from fastai_seq.learner import seq_learner, TimeBudget
 from fastai_seq.video import GroupSplitter, ucf101_group, get_video_files
+import fastai_seq.fastai_patches  # noqa: F401 (what `fastai_seq.all` applies: `learn.predict` with paths and `n_out`, `evaluate_clips`, ...)
 
 @pytest.fixture(scope='module')
 def ucf_videos(tmp_path_factory):

@@ -8,6 +8,7 @@ from fastai_seq.datasets import MovingMNIST, load_moving_mnist, moving_mnist_tes
 from fastai_seq.learner import seq_learner
 from fastai_seq.evaluate import ForecastReport, Rollout
 from fastai_seq.registry import list_archs, arch_info
+import fastai_seq.fastai_patches  # noqa: F401 (what `fastai_seq.all` applies: `learn.predict` with paths and `n_out`, `evaluate_clips`, ...)
 
 N_IN,N_OUT,SIZE = 4,3,32
 

@@ -10,6 +10,7 @@ from fastai_seq.datasets import moving_mnist_dls, make_moving_videos
 from fastai_seq.learner import *
 from fastai_seq.evaluate import *
 from fastai_seq.callbacks import ReleaseLossGrad
+import fastai_seq.fastai_patches  # noqa: F401 (what `fastai_seq.all` applies: `learn.predict` with paths and `n_out`, `evaluate_clips`, ...)
 
 def _n_strips(fig=None): return len([a for a in (fig or plt.gcf()).axes if a.images])
 
@@ -42,13 +43,14 @@ def test_seq_learner_reads_one_batch(mm_dls, motion_path, monkeypatch):
     assert create_seq_model('convgru', mm_dls, b) is not None
 
 def test_predict_after_reloads(mm_dls):
-    "`importlib.reload` of the module that patches `Learner.predict` finds fastai's own again: no predict calling itself"
-    import importlib, fastai_seq.evaluate as ev
+    "`importlib.reload` (or `%autoreload`) of the patches finds fastai's own `predict` again: no predict calling itself"
+    import importlib, fastai_seq.fastai_patches as fp
     from fastai.learner import Learner
     from fastai_seq._utils import fastai_original
     orig = fastai_original(Learner.predict)
-    for _ in range(2): importlib.reload(ev)
+    for _ in range(2): importlib.reload(fp)
     assert fastai_original(Learner.predict) is orig and orig.__module__=='fastai.learner'
+    assert Learner.predict._fastai_seq_orig is orig and not hasattr(orig, '_fastai_seq_orig')
     learn = seq_learner(mm_dls, 'convgru', szs=(4, 8), stem=(4,))
     x = mm_dls.valid_ds[0][0]
     assert learn.predict(x)[1].shape==(3, 1, 32, 32) and learn.predict(x, n_out=5)[1].shape==(5, 1, 32, 32)

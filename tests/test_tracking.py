@@ -8,6 +8,7 @@ from fastai_seq.video import get_video_files
 from fastai_seq.datasets import make_moving_videos, moving_mnist_dls
 from fastai_seq.learner import seq_learner
 from fastai_seq.tracking import *
+import fastai_seq.fastai_patches  # noqa: F401 (what `fastai_seq.all` applies: `learn.predict` with paths and `n_out`, `evaluate_clips`, ...)
 
 @pytest.fixture(scope='module')
 def videos(tmp_path_factory):
