@@ -7,7 +7,7 @@ from fastai.vision.all import (DataBlock, CategoryBlock, parent_label, Grandpare
     RandomResizedCrop, FlipItem, aug_transforms, Normalize, imagenet_stats, Pipeline, TensorBase, plt)
 from fastai_seq.core import ImageSeq, ImageSeqBW, SeqError
 from fastai_seq.data import *
-from fastai_seq.files import get_video_files
+from fastai_seq.video import get_video_files
 from conftest import make_frames, frame_index, write_video
 
 # ---- samplers ----
