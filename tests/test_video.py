@@ -6,6 +6,7 @@ import av, numpy as np, pytest, torch
 from PIL import Image
 from fastai_seq.video import *
 from fastai_seq.files import *
+from fastai_seq.core import VIDEO_EXTS
 from fastai_seq.annotations import ucf101_splits, ucf101_group, GroupSplitter
 from fastai_seq.video import _cached_index, _cache_key, _plan, _CACHE
 from fastai_seq.files import _safe_member_path
