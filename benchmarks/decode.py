@@ -11,7 +11,8 @@
 import argparse, os, shutil, tempfile, time
 from pathlib import Path
 import av, numpy as np
-from fastai_seq.video import read_frames, video_info, get_video_files, _index, _CACHE
+from fastai_seq.video import read_frames, video_info, _cached_index, _CACHE
+from fastai_seq.files import get_video_files
 
 def data_dir():
     env = os.environ.get('FASTAI_SEQ_TEST_DATA')
@@ -142,7 +143,7 @@ def main():
     print('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|')
     for fn in vids:
         n, t = bench(fn, a.repeats, a.threads, rng)
-        ix = _index(fn)
+        ix = _cached_index(fn)
         sp = lambda k: f"{np.median(t['full']/t[k]):.1f}x ({np.median(t['decode']/t[k]):.1f}x)"
         cols = [fn.name, n, len(ix.keys) if ix.seekable else '-', ms(t['full']), ms(t['decode']), ms(t['info'])]
         for k in ('uni', 'win', 'uni_cold', 'win_cold'): cols += [ms(t[k]), sp(k)]

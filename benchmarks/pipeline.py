@@ -45,11 +45,11 @@ def _rates(its:dict, reps:int) -> dict:
 
 def _probes_per_pass(path, nw, passes=2) -> list:
     "Probes in each of `passes` passes of a fresh `VideoBlock` pipeline with `nw` workers (forked workers log them to a file)"
-    log, orig = Path(tempfile.mkdtemp())/'probes', V._probe
+    log, orig = Path(tempfile.mkdtemp())/'probes', V._build_index
     def probe(fn, *args, **kwargs):
         with open(log, 'a') as f: f.write(f'{fn}\n')
         return orig(fn, *args, **kwargs)
-    V._probe, counts = probe, []
+    V._build_index, counts = probe, []
     try:
         V._CACHE.clear()
         dls = DataBlock(blocks=(VideoBlock(n_frames=N_FRAMES), CategoryBlock), get_items=get_video_files, get_y=parent_label,
@@ -59,7 +59,7 @@ def _probes_per_pass(path, nw, passes=2) -> list:
             for b in dls.train: pass
             n1 = len(log.read_text().split()) if log.exists() else 0
             counts.append(n1 - n0); n0 = n1
-    finally: V._probe = orig
+    finally: V._build_index = orig
     return counts
 
 

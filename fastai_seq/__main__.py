@@ -164,7 +164,8 @@ def run_classify(arch:str='frames_lstm', data:str=None, epochs:int=None, out:str
     "Train `arch` on a folder-per-class video set (generated motion videos unless `data`), print metrics, write model.pkl and a PNG"
     from fastai.vision.all import DataBlock, CategoryBlock, parent_label, Resize, plt
     from .data import VideoBlock
-    from .video import get_video_files, ucf101_splits, GroupSplitter, ucf101_named
+    from .files import get_video_files
+    from .annotations import ucf101_splits, GroupSplitter, ucf101_named
     from .datasets import make_moving_videos
     from .learner import seq_learner, pretrained_defaults
     fast = fast_mode()

@@ -26,6 +26,11 @@ def remembers(orig):
 
 # ------------------------------------------------------------------------------------------- video and files
 # (reserved for the video/files split)
+def too_many_pixels(w, h, max_pixels) -> str|None:
+    "What is wrong, and what to do, when `w`x`h` frames (of a video or a frame image) are above `max_pixels` (None or 0: no limit)"
+    if max_pixels and w and h and w*h > max_pixels:
+        return (f"declares {w}x{h} = {w*h:,} pixels per frame, above max_pixels={max_pixels:,}: refusing to decode it. "
+                "If it is genuine, pass a larger `max_pixels` (None for no limit); otherwise remove the file")
 
 
 

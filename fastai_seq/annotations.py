@@ -1,15 +1,22 @@
-"The field's annotation files (HMDB51 splits, 'path label' lists, Kinetics CSVs, Something-Something v2 JSON) as `get_items`/`get_y`/`splitter` for a `DataBlock`"
+"Where items, labels and splits come from: the field's annotation files (HMDB51 splits, 'path label' lists, Kinetics CSVs, Something-Something v2 JSON) as `get_items`/`get_y`/`splitter` for a `DataBlock`; UCF101's splits and `GroupSplitter`"
 from __future__ import annotations
 import csv, functools, json, os, re, warnings
 from pathlib import Path
 from typing import NamedTuple
+import torch
 from fastcore.basics import ifnone
 from fastcore.foundation import L
-from .video import VIDEO_EXTS, _ucf_key
+from .core import VIDEO_EXTS
 from .data import ON_ERROR
 
 __all__ = ['AnnotationRecord', 'MissingFilesWarning', 'VideoAnnotations', 'read_hmdb51_splits', 'read_path_label_list',
-           'read_kinetics_csv', 'read_ssv2_json', 'kinetics_name', 'ssv2_class']
+           'read_kinetics_csv', 'read_ssv2_json', 'kinetics_name', 'ssv2_class', 'ucf101_splits', 'ucf101_group',
+           'GroupSplitter']
+
+def _ucf_key(o) -> str:
+    "Matching key of a video file or frame folder: its name without video extension, lower case"
+    p = Path(o)
+    return (p.stem if p.suffix.lower() in VIDEO_EXTS else p.name).lower()
 
 class AnnotationRecord(NamedTuple):
     "One entry of an annotation file: the path it names (relative to the data root), its label and its split"
@@ -220,7 +227,7 @@ def read_hmdb51_splits(
     split:int=1, # Official split 1, 2 or 3
 ) -> list:
     "`AnnotationRecord`s (`<class>/<video>`, class, split) from HMDB51's split files (tags 0 unused, 1 train, 2 test)"
-    assert split in (1, 2, 3), f"HMDB51 has splits 1, 2 and 3, not {split}"
+    if split not in (1, 2, 3): raise ValueError(f"HMDB51 has splits 1, 2 and 3, not {split!r}: pass split=1, 2 or 3.")
     split_dir = Path(split_dir)
     if not split_dir.is_dir(): raise FileNotFoundError(f"{split_dir}: HMDB51 split folder not found. Extract test_train_splits.rar "
                                                        "(testTrainMulti_7030_splits) and pass its folder.")
@@ -349,3 +356,84 @@ def read_ssv2_json(
             raise ValueError(f"{src}: class {lbl!r} is not in {labels}: are these files from the same release?")
         recs.append(AnnotationRecord(f"{e['id']}{ext}", lbl, split, src))
     return recs
+
+# ---------------------------------------------------------------------------------------------------------------------
+# UCF101
+
+def _find_ucf_list(path, name) -> Path:
+    "The split list `name` in `path`, `path/ucfTrainTestlist` or beside `path`"
+    path = Path(path)
+    cands = [path/name, path/'ucfTrainTestlist'/name, path.parent/'ucfTrainTestlist'/name]
+    for f in cands:
+        if f.exists(): return f
+    raise FileNotFoundError(f"UCF101 split list {name} not found in {', '.join(str(c.parent) for c in cands)}. Get the "
+                            "official lists (UCF101TrainTestSplits-RecognitionTask.zip from the UCF101 site) and extract "
+                            "them there (folder `ucfTrainTestlist`)")
+
+def _ucf_list_keys(f, split) -> set:
+    "Keys of the videos listed in UCF101 split file `f` ('Class/v_Class_gXX_cYY.avi [label]' lines)"
+    return {_ucf_key(r.rel) for r in read_path_label_list(f, split=split)}
+
+def ucf101_splits(path, # Folder holding `trainlist0N.txt`/`testlist0N.txt` (or `ucfTrainTestlist/`)
+                  fold=1, # Official split 1, 2 or 3
+                 ):
+    "Splitter `items -> (train_idxs, valid_idxs)` from the official UCF101 train/test lists of `fold`"
+    if fold not in (1, 2, 3): raise ValueError(f"UCF101 has folds 1, 2 and 3, not {fold!r}: pass fold=1, 2 or 3.")
+    trf, tef = _find_ucf_list(path, f'trainlist0{fold}.txt'), _find_ucf_list(path, f'testlist0{fold}.txt')
+    train, test = _ucf_list_keys(trf, 'train'), _ucf_list_keys(tef, 'test')
+    def _inner(items):
+        tr, va, miss = [], [], []
+        for i, o in enumerate(items):
+            k = _ucf_key(o)
+            (tr if k in train else va if k in test else miss).append(i)
+        if miss: raise ValueError(f"{len(miss)} of {len(items)} items are in neither {trf} nor {tef}, e.g. {items[miss[0]]}: "
+                                  "are these UCF101 videos (or frame folders named after them)?")
+        return L(tr), L(va)
+    return _inner
+
+_UCF_RE = re.compile(r'^v_(.+)_g(\d+)_c(\d+)$', re.IGNORECASE)
+
+def _ucf_match(path):
+    "The `_UCF_RE` match of the name of `path` (a video file's stem, a frame folder's name), or None"
+    p = Path(path)
+    return _UCF_RE.match(p.stem if p.suffix.lower() in VIDEO_EXTS else p.name)
+
+def ucf101_named(path) -> bool:
+    "Whether `path` (a video file or frame folder) has a UCF101-style name `v_Class_gXX_cYY`"
+    return _ucf_match(path) is not None
+
+def ucf101_group(path):
+    "Group id `Class_gXX` of a UCF101-style name `v_Class_gXX_cYY` (a video file or frame folder)"
+    m = _ucf_match(path)
+    if m is None: raise ValueError(f"{path}: not a UCF101-style name `v_<Class>_g<XX>_c<YY>`; pass "
+                                   "`GroupSplitter(group_func=...)` a function returning the group of an item")
+    return f'{m.group(1)}_g{m.group(2)}'
+
+def GroupSplitter(valid_pct=0.2,           # Fraction of the groups in the validation set
+                  seed=None,               # Random seed (None: follows `set_seed`)
+                  group_func=ucf101_group, # item -> group id; by default the UCF101 group, or the file itself when no name is UCF101-style
+                 ):
+    "Split `items` at random by group, so the items of one group never straddle train and valid"
+    # With the default `group_func`: when every item is named `v_<Class>_g<XX>_c<YY>` the groups are UCF101's (clips cut
+    # from one video share a group); when none is, each item is its own group (an ordinary folder of videos splits by
+    # file); a mix of the two is an error, since the split would silently ignore the groups of some items.
+    if not 0 < valid_pct < 1: raise ValueError(f"valid_pct must be between 0 and 1 (a fraction of the groups), not {valid_pct}")
+    def _inner(items):
+        items = list(items)
+        if group_func is ucf101_group:
+            ucf = [ucf101_named(o) for o in items]
+            if all(ucf): groups = [ucf101_group(o) for o in items]
+            elif not any(ucf): groups = list(range(len(items)))
+            else:
+                good,bad = items[ucf.index(True)],items[ucf.index(False)]
+                raise ValueError(f"{sum(ucf)} of {len(items)} items have UCF101-style names `v_<Class>_g<XX>_c<YY>` (e.g. {good}) "
+                                 f"and the others do not (e.g. {bad}): name them all one way, or pass `GroupSplitter(group_func=...)` "
+                                 "a function returning the group of an item (`group_func=str` splits by file)")
+        else: groups = [group_func(o) for o in items]
+        uniq = sorted(set(groups), key=str)
+        g = torch.Generator().manual_seed(seed) if seed is not None else None
+        perm = torch.randperm(len(uniq), generator=g).tolist()
+        n_valid = min(len(uniq)-1, max(1, round(valid_pct*len(uniq)))) if len(uniq) > 1 else 0
+        valid = {uniq[i] for i in perm[:n_valid]}
+        return L(i for i, o in enumerate(groups) if o not in valid), L(i for i, o in enumerate(groups) if o in valid)
+    return _inner

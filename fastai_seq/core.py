@@ -12,7 +12,7 @@ from fastai.data.transforms import image_extensions
 from fastai.vision.core import PILImage, PILImageBW, image2tensor
 
 __all__ = ['fast_mode', 'natural_key', 'ls_sorted', 'ImageTuple', 'ImageSeq', 'ImageSeqBW', 'frames_strip', 'show_frames', 'save_gif',
-           'SeqError']
+           'SeqError', 'VIDEO_EXTS']
 
 def fast_mode() -> bool:
     "True when `FASTAI_SEQ_FAST` is set (to anything but 0/false): tiny data and short training, for tests, CI and tutorials"
@@ -102,7 +102,8 @@ class ImageTuple(fastuple):
         "Draw the frames side by side (evenly spaced ones if there are more than `max_frames`)"
         return show_frames(list(self), ctx=ctx, max_frames=max_frames, **kwargs)
 
-_video_exts = {'.mp4','.avi','.mkv','.mov','.webm','.m4v','.mpg','.mpeg','.wmv','.flv','.3gp'}
+# The extensions read as video files, everywhere in the package (`get_video_files`, `VideoBlock`, `ImageSeq.create`, ...)
+VIDEO_EXTS = {'.mp4', '.avi', '.mkv', '.mov', '.webm', '.m4v', '.mpg', '.mpeg', '.wmv', '.flv', '.3gp', '.ogv', '.m2ts', '.asf'}
 
 def _frames_from_array(a:Tensor) -> Tensor:
     "`(T,H,W)`, `(T,C,H,W)` or `(T,H,W,C)` to `(T,C,H,W)`"
@@ -139,7 +140,7 @@ class ImageSeq(TensorImage):
                 fs = ls_sorted(p, extensions=image_extensions)
                 if not fs: raise SeqError(f"{p}: this frame folder holds no images ({', '.join(sorted(image_extensions)[:6])}, ...).")
                 return cls.create(list(fs), **kwargs)
-            if p.suffix.lower() in _video_exts or p.is_file():
+            if p.suffix.lower() in VIDEO_EXTS or p.is_file():
                 from .video import read_frames  # core sits above video.py: imported here, when a video is asked for
                 a = torch.from_numpy(read_frames(p, **kwargs))
                 return cls(_frames_from_array(a))

@@ -18,9 +18,9 @@ from fastai.data.load import SkipItemException
 from fastai.vision.core import PILImage, PILImageBW
 from fastai.vision.augment import RandTransform, PadMode, Resize, _init_mat, affine_grid, _grid_sample
 from fastai.vision.data import get_grid
-from .core import ImageTuple, ImageSeq, ImageSeqBW, SeqError, ls_sorted
-from .video import read_frames, video_info, VideoError, VIDEO_EXTS, _too_many_pixels, _BIGGER, _index_files, _before_fork, _IndexShip
-from .video import _LIBRARY_ERRORS
+from .core import ImageTuple, ImageSeq, ImageSeqBW, SeqError, ls_sorted, VIDEO_EXTS
+from .video import read_frames, video_info, VideoError, index_videos, before_fork, LIBRARY_ERRORS
+from ._utils import too_many_pixels
 
 __all__ = ['SAMPLERS', 'SHORT_POLICIES', 'ON_ERROR', 'MAX_PIXELS', 'sample_indices', 'clip_indices', 'SkippedItem',
            'SkippedItemWarning', 'SkipLog', 'LoadFrames', 'StackFrames', 'IntToFloatSeq', 'SeqDL', 'SeqBlock', 'VideoBlock',
@@ -221,7 +221,7 @@ class LoadFrames(RandTransform):
         self._src = src if src is not None else _frames_src(o)
         try: return f(o)
         except SkipItemException: raise
-        except _LIBRARY_ERRORS: raise  # a bug or an unsupported PyAV, not this item: never skipped, never blamed on it
+        except LIBRARY_ERRORS: raise  # a bug or an unsupported PyAV, not this item: never skipped, never blamed on it
         except Exception as e:
             err = e if isinstance(e, (SeqError, VideoError)) else SeqError(
                 f"{src if src is not None else 'sequence'}: cannot load it ({type(e).__name__}: {e}). Remove or replace it.")
@@ -270,9 +270,9 @@ class LoadFrames(RandTransform):
                            "`PIL.Image.MAX_IMAGE_PIXELS` and the block's `max_pixels`; otherwise remove the file.") from None
         except Exception as e:
             raise SeqError(f"{f}: cannot read this frame image ({type(e).__name__}: {e}). Remove or replace the file.") from e
-        if (problem := _too_many_pixels(img.width, img.height, self.max_pixels)):
+        if (problem := too_many_pixels(img.width, img.height, self.max_pixels)):
             img.close()
-            raise SeqError(f"{f}: this frame image {problem}. {_BIGGER}.")
+            raise SeqError(f"{f}: this frame image {problem}.")
         try: img.load()
         except Exception as e:
             raise SeqError(f"{f}: cannot read this frame image ({type(e).__name__}: {e}). Remove or replace the file.") from e
@@ -413,7 +413,7 @@ class SeqDL(TfmdDL):
         self._skip_start = [len(f.skip_log) for f in _load_tfms(self.dataset)]
         if self.fake_l.num_workers:  # the real count: `self.num_workers` is 1 in the main process (a worker's own view)
             _index_videos(self)
-            _before_fork()  # a PyAV decoder left in a reference cycle (by an exception's traceback) is freed here, not in a worker
+            before_fork()  # a PyAV decoder left in a reference cycle (by an exception's traceback) is freed here, not in a worker
 
     def after_iter(self):
         "Warn once about the items skipped during this pass, in the main process (workers log them to a shared file)"
@@ -435,8 +435,7 @@ def _index_videos(dl):
     lfs, items = _load_tfms(dl.dataset), getattr(dl.dataset, 'items', None)
     if not lfs or items is None: return
     vids = [o for o in items if isinstance(o, (str, Path)) and _is_video(o)]
-    dl._vindex = _IndexShip(_index_files(vids, n_workers=dl.fake_l.num_workers, max_pixels=lfs[0].max_pixels,
-                                         stream=lfs[0].stream) if vids else None)
+    dl._vindex = index_videos(vids, n_workers=dl.fake_l.num_workers, max_pixels=lfs[0].max_pixels, stream=lfs[0].stream)
 
 def SeqBlock(
     cls=ImageSeq, # `ImageSeq` (RGB) or `ImageSeqBW` (grayscale)

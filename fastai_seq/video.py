@@ -1,15 +1,23 @@
-"Video files with PyAV: exact frame access by index, frame extraction, `.rar` archives and UCF101 splits"
+"Decoding video files with PyAV: exact frame access by index (`read_frames`), `video_info`, `verify_videos`, the frame index"
 from fastai.data.all import *
-import av, gc, re, shutil, threading, uuid, warnings
+import av, gc, importlib, re, threading
 from collections import Counter, OrderedDict
 from typing import NamedTuple
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing.reduction import ForkingPickler
 from av.video.reformatter import VideoReformatter
-from PIL import Image
+from .core import VIDEO_EXTS  # still importable from here: `from fastai_seq.video import VIDEO_EXTS`
+from ._utils import too_many_pixels
 
-__all__ = ['VideoError', 'VIDEO_EXTS', 'VideoInfo', 'video_info', 'read_frames', 'verify_videos', 'get_video_files',
-           'extract_frames', 'videos_to_frames', 'unrar', 'ucf101_splits', 'ucf101_group', 'GroupSplitter']
+__all__ = ['VideoError', 'VideoInfo', 'video_info', 'read_frames', 'verify_videos']
+
+# Names that moved to `files.py` (the file system) and `annotations.py` (splits), still importable from here
+_MOVED = {**dict.fromkeys(['get_video_files', 'extract_frames', 'videos_to_frames', 'unrar'], 'files'),
+          **dict.fromkeys(['ucf101_splits', 'ucf101_group', 'ucf101_named', 'GroupSplitter'], 'annotations')}
+
+def __getattr__(name):
+    "A name that moved out of this module, imported from its new home when asked for (PEP 562: no import cycle)"
+    if name in _MOVED: return getattr(importlib.import_module(f'.{_MOVED[name]}', __package__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # ---------------------------------------------------------------------------------------------------------------------
 # PyAV versions
@@ -44,7 +52,7 @@ _CODE_ERRORS = (TypeError, AttributeError, NameError, ImportError)
 
 class _LibraryError(RuntimeError): "fastai_seq's own call into PyAV failed: a bug or an unsupported PyAV, not a bad file"
 
-_LIBRARY_ERRORS = _CODE_ERRORS + (_LibraryError,)  # what item loaders must raise as is: never skipped, never blamed on a file
+LIBRARY_ERRORS = _CODE_ERRORS + (_LibraryError,)  # what item loaders must raise as is: never skipped, never blamed on a file
 
 def _library_error(fn, e) -> _LibraryError:
     "The error to raise when reading `fn` failed with the programming error `e` of our call into PyAV"
@@ -72,8 +80,6 @@ def _verr(fn, problem, todo=''):
 
 _REENCODE = "Re-download it, or re-encode it with ffmpeg (e.g. `ffmpeg -i in.avi out.mp4`), or remove it from the dataset"
 
-VIDEO_EXTS = {'.mp4', '.avi', '.mkv', '.mov', '.webm', '.m4v', '.mpg', '.mpeg', '.wmv', '.flv', '.3gp', '.ogv', '.m2ts', '.asf'}
-
 class VideoInfo(NamedTuple):
     "What `video_info` returns"
     n_frames:int   # number of frames a full decode yields
@@ -86,7 +92,7 @@ class VideoInfo(NamedTuple):
 # ---------------------------------------------------------------------------------------------------------------------
 # Opening and indexing
 
-def _open(fn):
+def _open_container(fn):
     "Open `fn` with PyAV, raising `VideoError` with a useful message if that fails"
     fn = Path(fn)
     try: return av.open(str(fn), **_OPEN_KW)
@@ -98,16 +104,9 @@ def _open(fn):
     raise _verr(fn, f"FFmpeg cannot open it as a video ({type(err).__name__}: {err}); it is not a video file, or it is "
                     "truncated or corrupt", _REENCODE)
 
-_BIGGER = "If it is genuine, pass a larger `max_pixels` (None for no limit); otherwise remove the file"
-
-def _too_many_pixels(w, h, max_pixels) -> str|None:
-    "What is wrong when `w`x`h` frames are above `max_pixels` (None or 0: no limit), else None"
-    if max_pixels and w and h and w*h > max_pixels:
-        return f"declares {w}x{h} = {w*h:,} pixels per frame, above max_pixels={max_pixels:,}: refusing to decode it"
-
 def _check_pixels(fn, w, h, max_pixels):
     "Raise `VideoError` when `fn`'s `w`x`h` frames are above `max_pixels`"
-    if (problem := _too_many_pixels(w, h, max_pixels)): raise _verr(fn, f"its video stream {problem}", _BIGGER)
+    if (problem := too_many_pixels(w, h, max_pixels)): raise VideoError(f"{fn}: its video stream {problem}", fn)
 
 def _vstream(c, fn, stream:int|None=None):
     "Video stream `stream` of container `c` (None: the one FFmpeg picks, `av_find_best_stream`); the demuxer skips the others"
@@ -146,7 +145,7 @@ def _mpeg4_check(data):
     if data[i+4]>>6 == 2: return 'B-VOP'
     return None
 
-class _Index:
+class _VideoIndex:
     "Per-file facts: frame count, size, rate, and (if trusted) the exact frame index -> pts map and keyframes"
     def __init__(self, fn, n_frames, fps, width, height, duration, pts=None, keys=None, why=None, dts=None, rotation=0,
                  stream=0):
@@ -155,9 +154,9 @@ class _Index:
         # stream: which of the file's video streams (its position in `container.streams.video`) all this is about
         store_attr()
         self.seekable = pts is not None
-        self.kdts = None if dts is None else {int(d): int(k) for k, d in zip(keys, dts)}
+        self.key_at_dts = None if dts is None else {int(d): int(k) for k, d in zip(keys, dts)}  # keyframe index by packet dts
 
-    def __setstate__(self, d): self.__dict__.update({'dts': None, 'kdts': None, 'rotation': 0, 'stream': 0, **d})
+    def __setstate__(self, d): self.__dict__.update({'dts': None, 'key_at_dts': None, 'rotation': 0, 'stream': 0, **d})
 
     def info(self, rotate=True):
         w, h = (self.height, self.width) if rotate and _turns(self) % 2 else (self.width, self.height)
@@ -179,9 +178,9 @@ def _rate(s, pts, n):
     if pts is not None and n > 1 and pts[-1] > pts[0]: return float((n-1) / ((pts[-1]-pts[0]) * s.time_base))
     return 0.
 
-def _probe(fn, force_decode=False, max_pixels=None, stream=None):
-    "Build the `_Index` of `fn`'s video `stream`: demux its packets (no decoding) when that gives the exact frames, else count by decoding"
-    c = _open(fn)
+def _build_index(fn, force_decode=False, max_pixels=None, stream=None):
+    "Build the `_VideoIndex` of `fn`'s video `stream`: demux its packets (no decoding) when that gives the exact frames, else count by decoding"
+    c = _open_container(fn)
     try:
         s = _vstream(c, fn, stream)
         sv = list(c.streams.video).index(s)
@@ -193,13 +192,13 @@ def _probe(fn, force_decode=False, max_pixels=None, stream=None):
         _set_threads(s, 1)
         count = why is not None  # the packets can't tell: count frames by decoding them all, in this same pass
         pts, keys, n_pk, n_dec, first, err = [], [], 0, 0, None, None
-        dpk, dfr = [], []  # when counting: (dts, pts, keyframe) of each packet, pts of each decoded frame (a decode index)
-        _STATS['probe'] += 1
+        packets, decoded = [], []  # when counting: (dts, pts, keyframe) of each packet, (pts, keyframe) of each decoded frame
+        _STATS['indexed'] += 1
         try:
             for p in c.demux(s):
                 if p.size:
                     n_pk += 1
-                    if count: dpk.append((p.dts, p.pts, p.is_keyframe))
+                    if count: packets.append((p.dts, p.pts, p.is_keyframe))
                     if why is None:
                         if p.pts is None: why = 'packet without timestamp'
                         elif p.is_discard or p.is_corrupt: why = 'discarded or corrupt packet'
@@ -215,7 +214,7 @@ def _probe(fn, force_decode=False, max_pixels=None, stream=None):
                         if _ours(e): raise _library_error(fn, e) from e
                         raise _verr(fn, f"decoding failed at frame {n_dec} ({type(e).__name__}: {e})", _REENCODE) from None
                     if fr and first is None: first = fr[0]
-                    if count: dfr += [(f.pts, f.key_frame) for f in fr]
+                    if count: decoded += [(f.pts, f.key_frame) for f in fr]
                     n_dec += len(fr)
         except (VideoError, _LibraryError): raise
         except Exception as e:
@@ -244,12 +243,12 @@ def _probe(fn, force_decode=False, max_pixels=None, stream=None):
             n = len(spts)
             fps = _rate(s, spts, n)
             dur = float((spts[-1]-spts[0]) * s.time_base) + (1/fps if fps else 0.)
-            return _Index(fn, n, fps, w, h, dur, pts=spts, keys=kidx, rotation=rot, stream=sv)
-        dix = _decode_index(dpk, dfr) if count and fmt == 'avi' and not force_decode else None
+            return _VideoIndex(fn, n, fps, w, h, dur, pts=spts, keys=kidx, rotation=rot, stream=sv)
+        seek_by_dts = _decode_index(packets, decoded) if count and fmt == 'avi' and not force_decode else None
     finally: c.close()
     # Untrusted packets: the frame count is what a full decode yields
     n = n_dec if count else _count_frames(fn, sv)
-    return _Index(fn, n, rate, w, h, n/rate if rate else 0., why=why, rotation=rot, stream=sv, **(dix or {}))
+    return _VideoIndex(fn, n, rate, w, h, n/rate if rate else 0., why=why, rotation=rot, stream=sv, **(seek_by_dts or {}))
 
 def _rotation(f) -> int:
     "Display rotation of decoded frame `f` from its display-matrix side data, in degrees (0 if none)"
@@ -280,24 +279,24 @@ def _riff_cut(fn) -> str|None:
             off += 8 + n + (n & 1)
     return None
 
-def _decode_index(dpk, dfr) -> dict|None:
-    "`_Index` arguments to seek in a file whose packets were all decoded: one frame a packet, known by its pts (else None)"
-    ppts, fpts = [p for _, p, _ in dpk], [p for p, _ in dfr]
-    if not dpk or len(dfr) != len(dpk) or any(d is None or p is None for d, p, _ in dpk) or None in fpts: return None
+def _decode_index(packets, decoded) -> dict|None:
+    "`_VideoIndex` arguments to seek in a file whose `packets` were all `decoded`: one frame a packet, known by its pts (else None)"
+    ppts, fpts = [p for _, p, _ in packets], [p for p, _ in decoded]
+    if not packets or len(decoded) != len(packets) or any(d is None or p is None for d, p, _ in packets) or None in fpts: return None
     if len(set(ppts)) != len(ppts) or set(fpts) != set(ppts): return None
     at = {p: i for i, p in enumerate(ppts)}
     src = np.array([at[p] for p in fpts])  # the packet each decoded frame came from, in output order
     before = np.concatenate([[-1], np.maximum.accumulate(src)[:-1]])
     # decoding can start at packet k when it decodes to a keyframe (the decoder's flag: AVI demuxers may not set the
     # packet's), frame k comes from it, and frames 0..k-1 from the packets before it
-    keys = [k for k in range(len(dpk)) if dfr[k][1] and src[k] == k and before[k] < k]
+    keys = [k for k in range(len(packets)) if decoded[k][1] and src[k] == k and before[k] < k]
     if not keys or keys[0] != 0: return None
-    return dict(pts=np.asarray(fpts, dtype=np.int64), keys=np.asarray(keys), dts=np.asarray([dpk[k][0] for k in keys]))
+    return dict(pts=np.asarray(fpts, dtype=np.int64), keys=np.asarray(keys), dts=np.asarray([packets[k][0] for k in keys]))
 
 def _count_frames(fn, stream:int=0):
     "Number of frames a plain full decode of `fn`'s video `stream` yields"
     n = 0
-    with _open(fn) as c:
+    with _open_container(fn) as c:
         s = _vstream(c, fn, stream)
         _set_threads(s, None)
         try:
@@ -308,18 +307,18 @@ def _count_frames(fn, stream:int=0):
     return n
 
 _CACHE, _CACHE_MAX, _LOCK = OrderedDict(), 1<<17, threading.Lock()  # a few KiB an entry; UCF101 has 13,320 files
-_STATS = Counter()  # in this process: 'probe' (files indexed), 'decoded' (frames decoded to read frames)
+_STATS = Counter()  # in this process: 'indexed' (files indexed), 'decoded' (frames decoded to read frames)
 
-def _key(fn, stream=None):
+def _cache_key(fn, stream=None):
     "The cache key of `fn`'s video `stream`: a changed file (size, modification time) is another key"
     fn = Path(fn)
     try: st = fn.stat()
     except OSError: return None
     return (os.path.abspath(fn), st.st_size, st.st_mtime_ns, stream)
 
-def _index(fn, force_decode=False, max_pixels=None, stream=None):
-    "The (cached per path, size, mtime and stream) `_Index` of `fn`; `VideoError` if its frames are above `max_pixels`"
-    k = _key(fn, stream)
+def _cached_index(fn, force_decode=False, max_pixels=None, stream=None):
+    "The (cached per path, size, mtime and stream) `_VideoIndex` of `fn`; `VideoError` if its frames are above `max_pixels`"
+    k = _cache_key(fn, stream)
     if k is not None and not force_decode:
         with _LOCK:
             ix = _CACHE.get(k)
@@ -327,31 +326,31 @@ def _index(fn, force_decode=False, max_pixels=None, stream=None):
         if ix is not None:
             _check_pixels(fn, ix.width, ix.height, max_pixels)
             return ix
-    ix = _probe(fn, force_decode=force_decode, max_pixels=max_pixels, stream=stream)
+    ix = _build_index(fn, force_decode=force_decode, max_pixels=max_pixels, stream=stream)
     if k is not None:
         with _LOCK:
             _CACHE[k] = ix
             while len(_CACHE) > _CACHE_MAX: _CACHE.popitem(last=False)
     return ix
 
-def _probe_or_none(fn, max_pixels=None, stream=None):
-    "The `_Index` of `fn`, or None if it cannot be indexed (the item that reads it reports why)"
-    try: return _probe(fn, max_pixels=max_pixels, stream=stream)
+def _build_index_or_none(fn, max_pixels=None, stream=None):
+    "The `_VideoIndex` of `fn`, or None if it cannot be indexed (the item that reads it reports why)"
+    try: return _build_index(fn, max_pixels=max_pixels, stream=stream)
     except Exception: return None
 
-def _before_fork():
+def before_fork():
     "Free this process's unreachable PyAV decoders now: one that ran threads, freed in a forked child, waits for them forever"
     gc.collect()
 
 def _index_files(files, n_workers=0, max_pixels=None, progress=None, stream=None) -> dict:
-    "`{_key: _Index}` of those of `files` that can be indexed; the ones not in this process's cache are indexed, in parallel"
-    keys = {f: k for f in files if (k := _key(f, stream)) is not None}
+    "`{_cache_key: _VideoIndex}` of those of `files` that can be indexed; the ones not in this process's cache are indexed, in parallel"
+    keys = {f: k for f in files if (k := _cache_key(f, stream)) is not None}
     todo = [(f, k) for f, k in keys.items() if k not in _CACHE]
     if todo:
         fs = [f for f, _ in todo]
         nw = n_workers if len(fs) >= 16 else 0  # a pool costs more than it saves for a few files
-        if nw: _before_fork()
-        ixs = parallel(_probe_or_none, fs, max_pixels=max_pixels, stream=stream, n_workers=nw,
+        if nw: before_fork()
+        ixs = parallel(_build_index_or_none, fs, max_pixels=max_pixels, stream=stream, n_workers=nw,
                        progress=len(fs) >= 64 if progress is None else progress)
         with _LOCK:
             for (_, k), ix in zip(todo, ixs):
@@ -360,9 +359,7 @@ def _index_files(files, n_workers=0, max_pixels=None, progress=None, stream=None
     with _LOCK: return {k: ix for k in keys.values() if (ix := _CACHE.get(k)) is not None}
 
 class _IndexShip:
-    "Index entries `{_key: _Index}` for DataLoader workers: pickled for a spawn/forkserver worker, they seed its cache"
-    # Only `multiprocessing`'s pickler (which starts spawn/forkserver workers) carries them (`_ship`): an ordinary
-    # pickle (an exported learner, a saved `DataLoaders`) holds an empty one. Forked workers inherit the cache itself.
+    "Index entries `{_cache_key: _VideoIndex}` kept on a loader for its DataLoader workers (see the registration below)"
     def __init__(self, entries=None): self.entries = entries or {}
     def __reduce__(self): return (_IndexShip, ())
     def __len__(self): return len(self.entries)
@@ -375,7 +372,19 @@ def _seed_cache(entries:dict) -> _IndexShip:
     return _IndexShip()
 
 def _ship(o:_IndexShip): return (_seed_cache, (o.entries,))
+# Only multiprocessing's `ForkingPickler`, which starts spawn/forkserver workers, carries the entries (`_ship`: the
+# worker's `_seed_cache` puts them in its cache); any other pickle (an exported learner, a saved `DataLoaders`) holds an
+# empty `_IndexShip` (`__reduce__`), and forked workers inherit the cache itself
 ForkingPickler.register(_IndexShip, _ship)
+
+def index_videos(files, # Video files
+                 n_workers:int=0, # Processes indexing in parallel (a pool only for 16 files or more; 0: in this process)
+                 max_pixels:int=None, # Leave out files whose header declares more pixels per frame (reported when read)
+                 progress:bool=None, # Show a progress bar (None: for 64 files or more)
+                 stream:int=None, # Which of the files' video streams (None: the one FFmpeg picks)
+                )->_IndexShip: # The entries, to keep on the loader: spawn/forkserver workers unpickle them into their cache
+    "Index `files` into this process's cache (those not in it yet) before DataLoader workers start: each file once"
+    return _IndexShip(_index_files(files, n_workers=n_workers, max_pixels=max_pixels, progress=progress, stream=stream))
 
 def video_info(fn, # A video file
                max_pixels:int=None, # Raise `VideoError`, decoding nothing, if the header declares more pixels per frame
@@ -383,7 +392,7 @@ def video_info(fn, # A video file
                stream:int=None, # Which of the file's video streams (None: the one FFmpeg picks, as players do)
               )->VideoInfo:
     "Frame count (exactly what a full decode yields), fps, size and duration of `fn`, without decoding it where possible"
-    return _index(fn, max_pixels=max_pixels, stream=stream).info(rotate)
+    return _cached_index(fn, max_pixels=max_pixels, stream=stream).info(rotate)
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Decoding by index
@@ -500,7 +509,7 @@ def _dts_run(c, s, ix, key, idxs, format, seek, r):
     for p in c.demux(s):
         if i is None:  # first packet after a seek: a keyframe we know, at or before the first wanted frame
             if not p.size: continue
-            i = ix.kdts.get(p.dts)
+            i = ix.key_at_dts.get(p.dts)
             if i is None: raise _Mismatch('seek landed on a packet that is not a known keyframe')
             if i > idxs[0]: raise _Overshoot()
         for f in p.decode():
@@ -514,7 +523,7 @@ def _dts_run(c, s, ix, key, idxs, format, seek, r):
 def _seek_frames(fn, ix, wanted, threads, format, r):
     "Yield `(i, array)` for sorted `wanted`, seeking to the keyframe before each group of frames"
     n_thr = _n_threads(threads)
-    with _open(fn) as c:
+    with _open_container(fn) as c:
         s = _vstream(c, fn, ix.stream)
         _set_threads(s, n_thr)
         fresh = True
@@ -529,10 +538,10 @@ def _seek_frames(fn, ix, wanted, threads, format, r):
                     key, fresh = ix.key_before(key-1), False
             fresh = False
 
-def _seq_frames(fn, wanted, threads, format, r, stream:int=0):
+def _decode_from_start(fn, wanted, threads, format, r, stream:int=0):
     "Yield `(i, array)` for sorted `wanted` of video `stream` by decoding from the start, frame index = decode order"
     want, last, i = set(wanted), wanted[-1], 0
-    with _open(fn) as c:
+    with _open_container(fn) as c:
         s = _vstream(c, fn, stream)
         _set_threads(s, threads)
         try:
@@ -558,10 +567,10 @@ def _check_idxs(fn, ix, idxs):
                                  f"(valid indices 0..{ix.n_frames-1})", "Sample indices below `video_info(fn).n_frames`")
     return idxs
 
-def _iter_frames(fn, wanted, threads=None, format='rgb24', rotate=True, resize=None, ix=None, stream=None):
+def _frames_in_order(fn, wanted, threads=None, format='rgb24', rotate=True, resize=None, ix=None, stream=None):
     "Yield `(i, array)` for the sorted, unique frame indices `wanted` of `fn`'s video `stream`, pixel-identical to a full decode"
     if not len(wanted): return
-    ix, done = ix or _index(fn, stream=stream), set()
+    ix, done = ix or _cached_index(fn, stream=stream), set()
     k = _turns(ix) if rotate else 0
     scale, fit = (None, None) if resize is None else _resize_plan(ix.info(rotate), *resize)
     if scale is not None and k % 2: scale = scale[::-1]  # the decoder scales the frame as stored, before it is turned
@@ -576,10 +585,10 @@ def _iter_frames(fn, wanted, threads=None, format='rgb24', rotate=True, resize=N
                 return
             except (_Mismatch, av.error.FFmpegError):
                 # the packets mislead us about this file (or seeking broke it): from now on count and decode it from the start
-                ix = _index(fn, force_decode=True, stream=stream)
+                ix = _cached_index(fn, force_decode=True, stream=stream)
                 _check_idxs(fn, ix, wanted)
         rest = [w for w in wanted if w not in done]
-        if rest: yield from ((i, out(a)) for i, a in _seq_frames(fn, rest, threads, format, r, ix.stream))
+        if rest: yield from ((i, out(a)) for i, a in _decode_from_start(fn, rest, threads, format, r, ix.stream))
     except Exception as e:
         if _ours(e): raise _library_error(fn, e) from e
         raise
@@ -623,7 +632,7 @@ def read_frames(fn,              # A video file
                 stream=None,     # Which of the file's video streams (None: the one FFmpeg picks, as players do)
                )->np.ndarray:    # uint8 `(len(idxs),H,W,C)`: C=3 for 'rgb24'/'bgr24', 1 for 'gray'
     "Frames `idxs` of video `fn`, decoding only what is needed; pixel-identical to a full PyAV decode (turned upright)"
-    ix = _index(fn, max_pixels=max_pixels, stream=stream)
+    ix = _cached_index(fn, max_pixels=max_pixels, stream=stream)
     idxs = np.arange(ix.n_frames) if idxs is None else _check_idxs(fn, ix, idxs)
     if len(idxs) < 2 or (np.diff(idxs) > 0).all(): wanted, pos = idxs.tolist(), None  # sorted, no repeats: the usual case
     else:
@@ -632,7 +641,7 @@ def read_frames(fn,              # A video file
     out = None
     resize = None if size is None else (size, method, pad_mode, crop_pos)
     fixed = "Re-encode it to a fixed size, e.g. `ffmpeg -i in.mp4 -vf scale=320:240 out.mp4`"
-    frames = _iter_frames(fn, wanted, threads=threads, format=format, rotate=rotate, resize=resize, ix=ix, stream=stream)
+    frames = _frames_in_order(fn, wanted, threads=threads, format=format, rotate=rotate, resize=resize, ix=ix, stream=stream)
     try:
         for n, (i, a) in enumerate(frames):
             if out is None: out = np.empty((len(idxs), *a.shape), dtype=a.dtype)
@@ -651,12 +660,26 @@ def read_frames(fn,              # A video file
         out = np.empty((0, h, w, c), dtype=np.uint8)
     return out
 
+def iter_frames(fn,           # A video file
+                idxs=None,    # Frame indices (any order, repeats allowed); None for all frames
+                threads=None, # Decoder threads (see `read_frames`)
+               ):             # uint8 `(H,W,3)` RGB arrays, in the order of `idxs`
+    "Generator of frames `idxs` of video `fn`: decoded one at a time when `idxs` are in order, else read by `read_frames`"
+    ix = _cached_index(fn)
+    idxs = list(range(ix.n_frames)) if idxs is None else _check_idxs(fn, ix, idxs).tolist()
+    if all(a <= b for a, b in zip(idxs, idxs[1:])):  # in order: stream, one frame at a time
+        it, prev = _frames_in_order(fn, sorted(set(idxs)), threads=threads), None
+        for i in idxs:
+            if i != prev: a = next(it)[1]; prev = i
+            yield a
+    else: yield from read_frames(fn, idxs, threads=threads)
+
 def _verify_one(fn, max_pixels=None) -> str|None:
     "Why `fn` does not decode end to end, without error, to the frames its index counts (None if it does)"
     n, size = 0, None
     try:
-        ix = _index(fn, max_pixels=max_pixels)
-        with _open(fn) as c:
+        ix = _cached_index(fn, max_pixels=max_pixels)
+        with _open_container(fn) as c:
             s = _vstream(c, fn, ix.stream)
             _set_threads(s, 1)
             for p in c.demux(s):
@@ -681,352 +704,7 @@ def verify_videos(files, # Video files (e.g. from `get_video_files`)
                  )->L: # `(path, reason)` for each bad file, in the order of `files`; empty if all are good
     "Decode every frame of each of `files` in parallel, like `verify_images`: the files that fail, and why"
     files = L(files).map(Path)
-    if n_workers: _before_fork()
+    if n_workers: before_fork()
     why = parallel(_verify_one, files, max_pixels=max_pixels, n_workers=n_workers, progress=progress and len(files) > 0)
     return L((f, w) for f, w in zip(files, why) if w is not None)
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Files and frames
-
-def get_video_files(path,         # Folder to search
-                    recurse=True, # Search subfolders too
-                    folders=None, # Only these subfolders (names)
-                   )->L:
-    "Video files (any of `VIDEO_EXTS`) in `path`, sorted; a folder reached twice through symlinks (a loop) is walked once"
-    path, folders = Path(path), L(folders)
-    if not recurse: return L(sorted(get_files(path, extensions=VIDEO_EXTS, recurse=False, folders=folders)))
-    res, seen = [], set()
-    for i,(p,d,f) in enumerate(os.walk(path, followlinks=True)):  # fastai's `get_files` would follow a loop until the OS refuses
-        rp = os.path.realpath(p)
-        if rp in seen: d[:] = []; continue
-        seen.add(rp)
-        if i==0 and len(folders): d[:] = [o for o in d if o in folders]
-        else: d[:] = [o for o in d if not o.startswith('.')]
-        if len(folders) and i==0 and '.' not in folders: continue
-        res += [Path(p)/n for n in f if not n.startswith('.') and os.path.splitext(n)[1].lower() in VIDEO_EXTS]
-    return L(sorted(res))
-
-def _shrink(img, size):
-    "PIL `img` resized so that its longer side is at most `size`"
-    if size is None or max(img.size) <= size: return img
-    r = size / max(img.size)
-    return img.resize((max(1, round(img.width*r)), max(1, round(img.height*r))), Image.Resampling.BILINEAR)
-
-def extract_frames(video,        # A video file
-                   idxs=None,    # Frame indices (any order, repeats allowed); None for all frames
-                   size=None,    # Resize so the longer side is at most `size` pixels
-                   threads=None, # Decoder threads (see `read_frames`)
-                  ):
-    "Generator of the frames of `video` (all, or `idxs` in the order asked) as PIL images, decoded lazily"
-    ix = _index(video)
-    idxs = list(range(ix.n_frames)) if idxs is None else _check_idxs(video, ix, idxs).tolist()
-    if all(a <= b for a, b in zip(idxs, idxs[1:])):  # in order: stream, one frame at a time
-        it, prev = _iter_frames(video, sorted(set(idxs)), threads=threads), None
-        for i in idxs:
-            if i != prev: a = next(it)[1]; prev = i
-            yield _shrink(Image.fromarray(a), size)
-    else:
-        for a in read_frames(video, idxs, threads=threads): yield _shrink(Image.fromarray(a), size)
-
-def _out_dir(v, dest, root):
-    "Frame folder of video `v`: `dest/<path relative to root without extension>` or `dest/<parent>/<stem>`"
-    rel = Path(v).relative_to(root) if root is not None else Path(Path(v).parent.name)/Path(v).name
-    return Path(dest)/rel.parent/rel.stem
-
-def _tmp_glob(o): return f'.{o.name}.tmp-*'
-
-def _convert_one(v, o, size=None, quality=90, ext='.jpg', threads=None):
-    "Write the frames of video `v` to folder `o` atomically (temp folder, then rename); None or the error message"
-    tmp = o.parent/f'.{o.name}.tmp-{uuid.uuid4().hex[:8]}'
-    try:
-        n_frames = video_info(v).n_frames
-        nd = max(5, len(str(n_frames)))
-        tmp.mkdir(parents=True)
-        n = 0
-        for n, img in enumerate(extract_frames(v, size=size, threads=threads), 1):
-            img.save(tmp/f'{n:0{nd}d}{ext}', **({'quality': quality} if ext.lower() in ('.jpg', '.jpeg') else {}))
-        if n != n_frames: raise _verr(v, f"wrote {n} frames but the video has {n_frames}", _REENCODE)
-        os.rename(tmp, o)
-        return None
-    except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not isinstance(e, Exception) or isinstance(e, _LIBRARY_ERRORS): raise  # ours, not the video's: it fails them all
-        return f'{type(e).__name__}: {e}'
-
-def _convert_star(args): return _convert_one(*args)
-
-_PR_SET_PDEATHSIG = 1  # Linux `prctl` option: a signal the kernel sends this process when its parent dies (None: not used)
-
-def _parent_gone(parent:int, ppid:int) -> bool:
-    "True once the process `parent` that started this worker (whose parent pid was `ppid` at start) has died"
-    if os.getppid() != ppid: return True  # re-parented: the parent died, even if it is a zombie not yet reaped
-    if os.name == 'posix':  # (on Windows, `os.kill` would terminate the process)
-        try: os.kill(parent, 0)
-        except ProcessLookupError: return True
-        except OSError: pass
-    return False
-
-def _exit_with_parent(parent:int):
-    "`videos_to_frames` worker initializer: exit at once when `parent` dies (SIGKILL, OOM killer), not minutes later"
-    ppid = os.getppid()
-    if _PR_SET_PDEATHSIG and sys.platform.startswith('linux') and ppid == parent:
-        try:
-            import ctypes, signal
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        except Exception: pass  # the watching thread below still ends the worker
-    if _parent_gone(parent, ppid): os._exit(1)  # it died before the signal was armed
-    import multiprocessing as mp
-    def _watch():  # portable: wakes when the parent's pipe closes (it died), and polls the parent pid twice a second
-        from multiprocessing.connection import wait
-        sentinel = getattr(mp.parent_process(), 'sentinel', None)
-        while not _parent_gone(parent, ppid):
-            try:
-                if sentinel is not None and wait([sentinel], timeout=0.5): sentinel = None  # closed: the loop checks why
-            except Exception: sentinel = None
-            if sentinel is None: time.sleep(0.5)
-        os._exit(1)
-    threading.Thread(target=_watch, name='fastai_seq-exit-with-parent', daemon=True).start()
-
-def videos_to_frames(videos,          # A folder (searched with `get_video_files`), a video file, or a list of video files
-                     dest,            # Output root: one folder of numbered frames per video
-                     root=None,       # Keep video paths relative to `root` (default: the folder given, else `<parent>/<stem>`)
-                     n_workers=None,  # Processes (None: `defaults.cpus`; 0 runs in this process)
-                     size=None,       # Resize frames so the longer side is at most `size` pixels
-                     quality=90,      # JPEG quality
-                     ext='.jpg',      # Frame file type, '.jpg' or '.png'
-                     on_error='skip', # Bad videos: 'skip' (warn, keep the good ones) or 'raise' (after the good ones finish)
-                     progress=True,   # Show a progress bar
-                    )->L:             # The frame folders of the videos that were converted (now or before)
-    "Decode `videos` to folders `dest/<class>/<stem>/00001.jpg...`, in parallel; resumable: finished videos are skipped"
-    assert on_error in ('skip', 'raise'), f"on_error must be 'skip' or 'raise', not {on_error!r}"
-    if isinstance(videos, (str, Path)) and Path(videos).is_dir():
-        root = Path(videos) if root is None else root
-        videos = get_video_files(videos)
-    elif isinstance(videos, (str, Path)): videos = [videos]
-    videos, dest = L(videos).map(Path), Path(dest)
-    outs = L(_out_dir(v, dest, root) for v in videos)
-    dup = [o for o, n in Counter(outs).items() if n > 1]
-    if dup: raise ValueError(f"{len(dup)} frame folders would be shared by several videos (same name, other extension?), "
-                             f"e.g. {dup[0]}: rename those videos or pass `root`")
-    for o in outs:  # temp folders left by an interrupted run
-        if o.parent.exists():
-            for t in o.parent.glob(_tmp_glob(o)): shutil.rmtree(t, ignore_errors=True)
-    todo = [(v, o) for v, o in zip(videos, outs) if not (o.is_dir() and any(o.iterdir()))]
-    for _, o in todo:
-        if o.exists(): shutil.rmtree(o) if o.is_dir() else o.unlink()
-    n_workers = defaults.cpus if n_workers is None else n_workers
-    errs = {}
-    if n_workers <= 1 or len(todo) <= 1:
-        it = progress_bar(todo, leave=False) if progress and todo else todo
-        for v, o in it:
-            e = _convert_one(v, o, size, quality, ext)
-            if e: errs[v] = e
-    else:
-        # workers exit when this process dies: a killed notebook kernel leaves no decoder processes behind
-        _before_fork()
-        with ProcessPoolExecutor(min(n_workers, len(todo)), initializer=_exit_with_parent, initargs=(os.getpid(),)) as ex:
-            futs = {ex.submit(_convert_star, (v, o, size, quality, ext, 1)): v for v, o in todo}
-            it = as_completed(futs)
-            if progress: it = progress_bar(it, total=len(futs), leave=False)
-            for f in it:
-                try: e = f.result()
-                except _LIBRARY_ERRORS: raise
-                except Exception as x: e = f'the worker process died ({type(x).__name__}: {x}); re-run to retry'
-                if e: errs[futs[f]] = e
-    if errs:
-        msg = (f"{len(errs)} of {len(videos)} videos could not be converted to frames (the others were):\n" +
-               '\n'.join(f'  {v}: {e}' for v, e in errs.items()))
-        if on_error == 'raise': raise VideoError(msg, next(iter(errs)))
-        warnings.warn(msg)
-    return L(o for v, o in zip(videos, outs) if v not in errs and o.is_dir())
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Archives
-
-def _safe_member_path(dest, name, is_dir=False):
-    "Where archive member `name` lands in `dest`; `ValueError` if that is outside `dest` (absolute, `..`, symlinks out)"
-    n = str(name).replace('\\', '/')
-    if not n.strip('/') and not is_dir: raise ValueError(f"Refusing archive member {name!r}: empty name")
-    if n.startswith('/') or re.match(r'^[A-Za-z]:', n) or '\x00' in n:
-        raise ValueError(f"Refusing archive member {name!r}: absolute path (it would be written outside {dest})")
-    root = Path(dest).resolve()
-    p = (root/n).resolve()  # resolves '..' and symlinks already on disk
-    if p != root and root not in p.parents:
-        raise ValueError(f"Refusing archive member {name!r}: it would be written outside {dest} (to {p})")
-    if p == root and not is_dir: raise ValueError(f"Refusing archive member {name!r}: it would replace {dest}")
-    return p
-
-def _link_target(rf, info):
-    "Target of symlink member `info` of RarFile `rf`"
-    if getattr(info, 'file_redir', None): return info.file_redir[2]
-    return rf.read(info).decode('utf8', 'replace')
-
-_RAR_TOOLS = ("Compressed archives also need an `unrar`, `unar`, `7z` or `bsdtar` program "
-              "(e.g. `apt install unrar` or `apt install libarchive-tools`)")
-
-def _rar_error(fname, dest, e):
-    "Archive `fname`'s rarfile error `e` as the same error type, its message naming the archive and saying what to do"
-    import rarfile
-    nothing = f"nothing was extracted to {dest}"
-    if isinstance(e, rarfile.NotRarFile):
-        msg = (f"{fname}: not a RAR archive ({e}); {nothing}. Check that the download finished and is the .rar itself "
-               "(a saved HTML error page, or a .zip/.tar renamed, ends here): download it again, or extract it with the "
-               "tool its real format needs")
-    elif isinstance(e, rarfile.RarCannotExec):
-        msg = f"{fname}: no program can decompress its members ({e}); {nothing}. {_RAR_TOOLS}, then call unrar again"
-    elif isinstance(e, (rarfile.NeedFirstVolume,)):
-        msg = (f"{fname}: this is not the first volume of a multi-volume archive ({e}); {nothing}. "
-               "Pass the first volume (`.part1.rar` or `.rar`) with all the others beside it")
-    elif isinstance(e, rarfile.PasswordRequired):
-        msg = f"{fname}: the archive is encrypted ({e}); {nothing}. Extract it with `unrar x` and its password"
-    else:
-        msg = (f"{fname}: the archive is truncated or corrupt ({type(e).__name__}: {e}); {nothing}. Download it again "
-               "(an interrupted download is the usual cause: compare its size with the one the site gives), then call "
-               "unrar again")
-    try: err = type(e)(msg)
-    except Exception: err = rarfile.BadRarFile(msg)
-    return err
-
-def _single_top(tmp:Path) -> Path|None:
-    "The one folder that holds everything extracted into `tmp` (UCF101's `UCF-101/`), if it is alone and no link leaves it"
-    top = list(tmp.iterdir())
-    if len(top)!=1 or top[0].is_symlink() or not top[0].is_dir(): return None
-    top = top[0].resolve()
-    for p,ds,fs in os.walk(top):
-        for n in ds+fs:
-            q = Path(p)/n
-            if q.is_symlink():
-                t = Path(os.path.realpath(q))
-                if t != top and top not in t.parents: return None  # it points beside the folder: keep the archive's layout
-    return top
-
-def unrar(fname,       # A .rar archive
-          dest=None,   # Folder to extract into (default: beside the archive, named after it)
-          force=False, # Extract again even if `dest` exists
-         )->Path:      # `dest`, holding the archive's contents (the contents of its single top folder, if it has one)
-    "Extract `fname` into `dest` like `untar_data`: atomically, skipped if done, refusing members that escape `dest`"
-    try: import rarfile
-    except ImportError as e:
-        raise ImportError("`unrar` needs the `rarfile` package: `pip install rarfile` (or `pip install fastai_seq[rar]`). "
-                          f"{_RAR_TOOLS}") from e
-    fname = Path(fname)
-    if not fname.exists(): raise FileNotFoundError(f"{fname}: no such archive")
-    dest = Path(dest) if dest is not None else fname.parent/fname.stem
-    if dest.exists() and not dest.is_dir() and not force:
-        raise FileExistsError(f"{dest}: exists and is not a folder, so {fname} cannot be extracted there: pass another "
-                              "`dest`, or remove it")
-    if dest.is_dir() and any(dest.iterdir()) and not force: return dest  # only a finished extraction is renamed to `dest`
-    for t in dest.parent.glob(f'.{dest.name}.tmp-*'): shutil.rmtree(t, ignore_errors=True)  # left by an interrupted run
-    ends = []
-    def _seen(h):
-        if h.type == rarfile.RAR_BLOCK_ENDARC: ends.append(h)
-    try:
-        with rarfile.RarFile(fname, info_callback=_seen, errors='strict') as rf:
-            # An archive cut short ends without its end-of-archive block: rarfile lists the members before the cut
-            # and no error, so refuse it before anything is written
-            if not ends: raise rarfile.BadRarFile("it ends before its end-of-archive block")
-            infos = rf.infolist()
-            for info in infos:  # check everything before writing anything
-                _safe_member_path(dest, info.filename, is_dir=info.is_dir())
-                if info.is_symlink():
-                    t = _link_target(rf, info).replace('\\', '/')
-                    if t.startswith('/') or re.match(r'^[A-Za-z]:', t):
-                        raise ValueError(f"Refusing archive member {info.filename!r}: symlink to the absolute path {t!r}")
-                    _safe_member_path(dest, str(Path(info.filename.replace('\\', '/')).parent/t), is_dir=True)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.parent/f'.{dest.name}.tmp-{uuid.uuid4().hex[:8]}'
-            try:
-                tmp.mkdir()
-                rf.extractall(tmp)
-                src = _single_top(tmp) or tmp  # like `untar_data`: `dest` is the data folder, not a folder around it
-                if dest.exists(): shutil.rmtree(dest) if dest.is_dir() and not dest.is_symlink() else dest.unlink()
-                os.rename(src, dest)
-            finally: shutil.rmtree(tmp, ignore_errors=True)
-    except rarfile.Error as e: raise _rar_error(fname, dest, e) from e
-    return dest
-
-# ---------------------------------------------------------------------------------------------------------------------
-# UCF101
-
-def _ucf_key(o):
-    "Matching key of a video file or frame folder: its name without video extension, lower case"
-    p = Path(o)
-    return (p.stem if p.suffix.lower() in VIDEO_EXTS else p.name).lower()
-
-def _find_list(path, name):
-    "The split list `name` in `path`, `path/ucfTrainTestlist` or beside `path`"
-    path = Path(path)
-    cands = [path/name, path/'ucfTrainTestlist'/name, path.parent/'ucfTrainTestlist'/name]
-    for f in cands:
-        if f.exists(): return f
-    raise FileNotFoundError(f"UCF101 split list {name} not found in {', '.join(str(c.parent) for c in cands)}. Get the "
-                            "official lists (UCF101TrainTestSplits-RecognitionTask.zip from the UCF101 site) and extract "
-                            "them there (folder `ucfTrainTestlist`)")
-
-def _read_list(f):
-    "Keys of the videos listed in split file `f`"
-    return {_ucf_key(l.split()[0]) for l in Path(f).read_text().splitlines() if l.strip()}
-
-def ucf101_splits(path, # Folder holding `trainlist0N.txt`/`testlist0N.txt` (or `ucfTrainTestlist/`)
-                  fold=1, # Official split 1, 2 or 3
-                 ):
-    "Splitter `items -> (train_idxs, valid_idxs)` from the official UCF101 train/test lists of `fold`"
-    assert fold in (1, 2, 3), f"UCF101 has folds 1, 2 and 3, not {fold}"
-    trf, tef = _find_list(path, f'trainlist0{fold}.txt'), _find_list(path, f'testlist0{fold}.txt')
-    train, test = _read_list(trf), _read_list(tef)
-    def _inner(items):
-        tr, va, miss = [], [], []
-        for i, o in enumerate(items):
-            k = _ucf_key(o)
-            (tr if k in train else va if k in test else miss).append(i)
-        if miss: raise ValueError(f"{len(miss)} of {len(items)} items are in neither {trf} nor {tef}, e.g. {items[miss[0]]}: "
-                                  "are these UCF101 videos (or frame folders named after them)?")
-        return L(tr), L(va)
-    return _inner
-
-_UCF_RE = re.compile(r'^v_(.+)_g(\d+)_c(\d+)$', re.IGNORECASE)
-
-def _ucf_match(path):
-    "The `_UCF_RE` match of the name of `path` (a video file's stem, a frame folder's name), or None"
-    p = Path(path)
-    return _UCF_RE.match(p.stem if p.suffix.lower() in VIDEO_EXTS else p.name)
-
-def ucf101_named(path) -> bool:
-    "Whether `path` (a video file or frame folder) has a UCF101-style name `v_Class_gXX_cYY`"
-    return _ucf_match(path) is not None
-
-def ucf101_group(path):
-    "Group id `Class_gXX` of a UCF101-style name `v_Class_gXX_cYY` (a video file or frame folder)"
-    m = _ucf_match(path)
-    if m is None: raise ValueError(f"{path}: not a UCF101-style name `v_<Class>_g<XX>_c<YY>`; pass "
-                                   "`GroupSplitter(group_func=...)` a function returning the group of an item")
-    return f'{m.group(1)}_g{m.group(2)}'
-
-def GroupSplitter(valid_pct=0.2,           # Fraction of the groups in the validation set
-                  seed=None,               # Random seed (None: follows `set_seed`)
-                  group_func=ucf101_group, # item -> group id; by default the UCF101 group, or the file itself when no name is UCF101-style
-                 ):
-    "Split `items` at random by group, so the items of one group never straddle train and valid"
-    # With the default `group_func`: when every item is named `v_<Class>_g<XX>_c<YY>` the groups are UCF101's (clips cut
-    # from one video share a group); when none is, each item is its own group (an ordinary folder of videos splits by
-    # file); a mix of the two is an error, since the split would silently ignore the groups of some items.
-    if not 0 < valid_pct < 1: raise ValueError(f"valid_pct must be between 0 and 1 (a fraction of the groups), not {valid_pct}")
-    def _inner(items):
-        items = list(items)
-        if group_func is ucf101_group:
-            ucf = [ucf101_named(o) for o in items]
-            if all(ucf): groups = [ucf101_group(o) for o in items]
-            elif not any(ucf): groups = list(range(len(items)))
-            else:
-                good,bad = items[ucf.index(True)],items[ucf.index(False)]
-                raise ValueError(f"{sum(ucf)} of {len(items)} items have UCF101-style names `v_<Class>_g<XX>_c<YY>` (e.g. {good}) "
-                                 f"and the others do not (e.g. {bad}): name them all one way, or pass `GroupSplitter(group_func=...)` "
-                                 "a function returning the group of an item (`group_func=str` splits by file)")
-        else: groups = [group_func(o) for o in items]
-        uniq = sorted(set(groups), key=str)
-        g = torch.Generator().manual_seed(seed) if seed is not None else None
-        perm = torch.randperm(len(uniq), generator=g).tolist()
-        n_valid = min(len(uniq)-1, max(1, round(valid_pct*len(uniq)))) if len(uniq) > 1 else 0
-        valid = {uniq[i] for i in perm[:n_valid]}
-        return L(i for i, o in enumerate(groups) if o not in valid), L(i for i, o in enumerate(groups) if o in valid)
-    return _inner

@@ -153,3 +153,17 @@ def test_ssv2_json(tmp_path):
     f('validation').write_text(json.dumps(va))
     with pytest.raises(ValueError, match=r"validation\.json\[0\]: class 'Juggling something' is not in"):
         VideoAnnotations.from_ssv2(f('train'), f('validation'), root=root, labels=f('labels'))
+
+def test_split_numbers_checked(tmp_path):
+    "A split/fold that does not exist is a ValueError saying which exist (not an assert, stripped by `python -O`)"
+    with pytest.raises(ValueError, match='HMDB51 has splits 1, 2 and 3, not 4'): read_hmdb51_splits(tmp_path, 4)
+    with pytest.raises(ValueError, match='UCF101 has folds 1, 2 and 3, not 0'): ucf101_splits(tmp_path, fold=0)
+
+def test_ucf101_lists_read_as_path_label_lists(tmp_path):
+    "UCF101's lists are read by `read_path_label_list`: 'Class/name.avi label' and 'Class/name.avi' lines, comments skipped"
+    (tmp_path/'trainlist01.txt').write_text('# a comment\r\nYoYo/v_YoYo_g08_c01.avi 101\r\n\r\n')
+    (tmp_path/'testlist01.txt').write_text('YoYo/v_YoYo_g01_c01.avi\r\n')
+    items = [Path('x/YoYo/v_YoYo_g01_c01.avi'), Path('frames/YoYo/v_YoYo_g08_c01')]
+    assert ucf101_splits(tmp_path)(items) == ([1], [0])
+    assert ucf101_group(items[1]) == 'YoYo_g08' and GroupSplitter(0.5, seed=0)(items) in (([0], [1]), ([1], [0]))
+

@@ -9,7 +9,8 @@ from fastai.vision.all import (DataBlock, CategoryBlock, parent_label, Grandpare
                                CrossEntropyLossFlat, TensorBase, set_seed)
 from fastai_seq.core import ImageSeq, ImageSeqBW, SeqError
 from fastai_seq.data import *
-from fastai_seq.video import get_video_files, videos_to_frames, VideoError
+from fastai_seq.video import VideoError
+from fastai_seq.files import get_video_files, videos_to_frames
 import fastai_seq.data as fsd, fastai_seq.video as fsv
 from conftest import make_frames, frame_index, write_video, shared_data
 

@@ -4,7 +4,8 @@ from pathlib import Path
 import av, numpy as np, pytest, torch
 from fastai.vision.all import DataBlock, CategoryBlock, parent_label, IndexSplitter
 from fastai_seq.data import VideoBlock, LoadFrames, SkippedItemWarning
-from fastai_seq.video import video_info, read_frames, extract_frames, verify_videos, VideoError, MIN_PYAV
+from fastai_seq.video import video_info, read_frames, verify_videos, VideoError, MIN_PYAV
+from fastai_seq.files import extract_frames
 import fastai_seq.video as fsv
 from conftest import make_frames, frame_index, write_video
 
@@ -209,7 +210,7 @@ def test_one_decoder_thread_while_logging(small_video, monkeypatch, pyav_logging
         video_info(fn)
         assert [frame_index(f) for f in read_frames(fn, [1, 7], threads=3)] == [1, 7]
         assert [frame_index(f) for f in extract_frames(fn, [4, 2])] == [4, 2]
-        assert [(i, frame_index(a)) for i, a in fsv._seq_frames(fn, [0, 3], None, 'rgb24', fsv._Scaler())] == [(0, 0), (3, 3)]
+        assert [(i, frame_index(a)) for i, a in fsv._decode_from_start(fn, [0, 3], None, 'rgb24', fsv._Scaler())] == [(0, 0), (3, 3)]
         assert fsv._count_frames(fn) == 12
         assert verify_videos([fn], n_workers=0, progress=False) == []
         assert len(counts) == len(streams) >= 6  # each opened video stream had its threads set before decoding

@@ -7,7 +7,7 @@ from fastcore.basics import patch
 from fastai.vision.all import DataBlock, CategoryBlock, parent_label, GrandparentSplitter, Resize
 from fastai_seq.core import ImageSeq, SeqError, ls_sorted
 from fastai_seq.data import SeqBlock, SkippedItemWarning
-from fastai_seq.video import unrar, videos_to_frames
+from fastai_seq.files import unrar, videos_to_frames
 from conftest import make_frames, frame_index, write_video, REPO
 
 # ---- the UCF101 tutorial's own `Path.ls_sorted` ----
@@ -97,13 +97,13 @@ def test_unrar_returns_the_folder_of_classes(tmp_path, rarfile):
 # ---- videos_to_frames: workers do not outlive their parent ----
 _PARENT = textwrap.dedent('''
     import sys, time
-    import fastai_seq.video as fsv
-    if sys.argv[3] == 'watch': fsv._PR_SET_PDEATHSIG = None  # only the portable watching thread
-    _extract = fsv.extract_frames
+    import fastai_seq.files as fsf
+    if sys.argv[3] == 'watch': fsf._PR_SET_PDEATHSIG = None  # only the portable watching thread
+    _extract = fsf.extract_frames
     def slow(*a, **k):  # workers (forked) decode slowly: they are busy when the parent is killed
         for img in _extract(*a, **k): time.sleep(0.5); yield img
-    fsv.extract_frames = slow
-    fsv.videos_to_frames(sys.argv[1], sys.argv[2], n_workers=2, progress=False)
+    fsf.extract_frames = slow
+    fsf.videos_to_frames(sys.argv[1], sys.argv[2], n_workers=2, progress=False)
 ''')
 
 def _children(pid:int) -> list:

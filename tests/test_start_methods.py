@@ -16,11 +16,11 @@ _SCRIPT = r'''
 import os, sys
 from pathlib import Path
 import fastai_seq.video as V
-_probe = V._probe
+_build_index = V._build_index
 def logged_probe(fn, *args, **kwargs):
     with open(os.environ['PROBE_LOG'], 'a') as f: f.write(f'{os.getpid()} {Path(fn).name}\n')
-    return _probe(fn, *args, **kwargs)
-V._probe = logged_probe
+    return _build_index(fn, *args, **kwargs)
+V._build_index = logged_probe
 if __name__ != '__main__':  # a spawned worker, or the forkserver (its workers fork from it): the wrapper is installed there
     with open(os.environ['PROBE_LOG'], 'a') as f: f.write(f'{os.getpid()} <wrapped>\n')
 
@@ -32,7 +32,7 @@ if __name__ == '__main__':
     from conftest import frame_index
     from fastai.vision.all import DataBlock, CategoryBlock, parent_label, RandomSplitter
     from fastai_seq.data import VideoBlock
-    from fastai_seq.video import get_video_files
+    from fastai_seq.files import get_video_files
     dls = DataBlock(blocks=(VideoBlock(n_frames=4), CategoryBlock), get_items=get_video_files, get_y=parent_label,
                     splitter=RandomSplitter(0.25, seed=0)).dataloaders(sys.argv[2], bs=2, num_workers=2)
     out = {'main': os.getpid(), 'vocab': list(dls.vocab), 'items': {}, 'epochs': []}
@@ -99,7 +99,7 @@ def cache():
 def _dls(path, nw, **kw):
     from fastai.vision.all import DataBlock, CategoryBlock, parent_label, GrandparentSplitter
     from fastai_seq.data import VideoBlock
-    from fastai_seq.video import get_video_files
+    from fastai_seq.files import get_video_files
     return DataBlock(blocks=(VideoBlock(n_frames=4), CategoryBlock), get_items=get_video_files, get_y=parent_label,
                      splitter=GrandparentSplitter(), **kw).dataloaders(path, bs=2, num_workers=nw)
 
@@ -107,10 +107,10 @@ def test_index_travels_only_to_workers(video_folder, cache):
     "The index goes with the loader to spawn/forkserver workers (multiprocessing's pickler) but not into a plain pickle or an export"
     import pickle, cloudpickle
     from multiprocessing.reduction import ForkingPickler
-    from fastai_seq.video import _key, _STATS
+    from fastai_seq.video import _cache_key, _STATS
     dl = _dls(video_folder, 2).train
     dl.before_iter()  # what `iter(dl)` does in the main process before its workers start
-    keys = {_key(o) for o in dl.items}
+    keys = {_cache_key(o) for o in dl.items}
     assert len(keys) == 6 and set(dl._vindex.entries) == keys and set(cache) == keys
     shipped = ForkingPickler.dumps(dl)
     for dump in (pickle.dumps, cloudpickle.dumps):  # a saved loader; `learn.export` (cloudpickle)
@@ -120,9 +120,9 @@ def test_index_travels_only_to_workers(video_folder, cache):
     cache.clear()
     got = pickle.loads(shipped)  # as a worker unpickles it: its cache is seeded, its copy holds nothing
     assert set(cache) == keys and len(got._vindex) == 0
-    n = _STATS['probe']
+    n = _STATS['indexed']
     items = [got.do_item(i) for i in range(6)]  # what a worker does with each item
-    assert [x.shape[:2] for x, _ in items] == [(4, 3)]*6 and _STATS['probe'] == n  # read without indexing anything
+    assert [x.shape[:2] for x, _ in items] == [(4, 3)]*6 and _STATS['indexed'] == n  # read without indexing anything
 
 @pytest.mark.workers
 def test_indexing_pool_sized_by_workers(tmp_path, cache, monkeypatch):
@@ -137,17 +137,17 @@ def test_indexing_pool_sized_by_workers(tmp_path, cache, monkeypatch):
     monkeypatch.setattr(V, 'parallel', parallel)
     dl = _dls(tmp_path, 0).train
     cache.clear()  # building the `DataBlock` read one item
-    n = V._STATS['probe']
+    n = V._STATS['indexed']
     dl.before_iter()
-    assert calls == [] and V._STATS['probe'] == n and len(cache) == 0  # nothing before the pass: each file when read
+    assert calls == [] and V._STATS['indexed'] == n and len(cache) == 0  # nothing before the pass: each file when read
     for epoch in range(2):
         for _ in dl: pass
-        assert V._STATS['probe'] == n + 16 and len(cache) == 16  # in this process, once each
+        assert V._STATS['indexed'] == n + 16 and len(cache) == 16  # in this process, once each
     dl = _dls(tmp_path, 2).train
     cache.clear()
     assert dl.num_workers == 1 and dl.fake_l.num_workers == 2  # fastai's main-process `num_workers` is not the count
     dl.before_iter()
-    assert calls == [(16, 2)] and len(cache) == 16 and V._STATS['probe'] == n + 16  # by the pool's 2 processes
+    assert calls == [(16, 2)] and len(cache) == 16 and V._STATS['indexed'] == n + 16  # by the pool's 2 processes
 
 def test_seq_split_pickles_for_workers(frame_folder):
     "`SeqSplit`'s `get_x`/`get_y` reach spawn/forkserver workers: fastai makes a callable without `__name__` unpicklable"

@@ -5,7 +5,11 @@ from pathlib import Path
 import av, numpy as np, pytest, torch
 from PIL import Image
 from fastai_seq.video import *
-from fastai_seq.video import _index, _key, _plan, _safe_member_path, _CACHE
+from fastai_seq.files import *
+from fastai_seq.core import VIDEO_EXTS
+from fastai_seq.annotations import ucf101_splits, ucf101_group, GroupSplitter
+from fastai_seq.video import _cached_index, _cache_key, _plan, _CACHE
+from fastai_seq.files import _safe_member_path
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get('FASTAI_SEQ_TEST_DATA', REPO.parent/'shared'/'data'))
@@ -74,7 +78,7 @@ def test_video_info_real(name):
     assert (inf.height, inf.width) == full_decode(fn).shape[1:3]
     assert inf.fps == pytest.approx(29.97 if 'Basketball' in name else 25, abs=0.01)
     assert inf.duration == pytest.approx(inf.n_frames/inf.fps, rel=0.02)
-    assert video_info(str(fn)) == inf and _index(fn).seekable  # cached; these clips are read by seeking
+    assert video_info(str(fn)) == inf and _cached_index(fn).seekable  # cached; these clips are read by seeking
 
 @pytest.mark.parametrize('name', CLIPS)
 def test_read_frames_real(name):
@@ -84,7 +88,7 @@ def test_read_frames_real(name):
 def test_read_frames_seeks():
     "A frame near the end is decoded from the keyframe before it, not from the start"
     fn = clip('v_YoYo_g01_c01.avi')
-    ix = _index(fn)
+    ix = _cached_index(fn)
     assert ix.keys.tolist() == list(range(0, 187, 12))
     assert _plan(ix, [186], 1) == [[180, [186]]]
     assert _plan(ix, [0, 1, 2, 100, 101, 186], 1) == [[0, [0, 1, 2]], [96, [100, 101]], [180, [186]]]
@@ -129,11 +133,11 @@ def test_read_frames_generated(gen_dir, name):
 def test_fallback_when_packets_mislead(tmp_path):
     "If decoded frames contradict the packet index, read_frames falls back to a full decode and stays exact"
     fn = write_video(tmp_path/'v.mp4', opts={'bf': '2', 'g': '8'})
-    ix = _index(fn)
+    ix = _cached_index(fn)
     assert ix.seekable
     ix.pts = ix.pts + 1  # corrupt the cached index: no decoded frame matches it any more
     assert np.array_equal(read_frames(fn, [20, 3]), full_decode(fn)[[20, 3]])
-    assert not _index(fn).seekable and _index(fn).n_frames == 30
+    assert not _cached_index(fn).seekable and _cached_index(fn).n_frames == 30
 
 def test_cache_follows_file_changes(tmp_path):
     fn = write_video(tmp_path/'v.mp4', n=20)
@@ -292,7 +296,7 @@ def test_videos_to_frames_survives_sigkill(tmp_path):
     src.mkdir(parents=True)
     for i in range(4): write_video(src/f'v_{i}.mp4', n=120, w=160, h=120, opts={'g': '10'})
     dest = tmp_path/'frames'
-    code = f"from fastai_seq.video import videos_to_frames; videos_to_frames({str(src.parent)!r}, {str(dest)!r}, n_workers=0, progress=False, ext='.png')"
+    code = f"from fastai_seq.files import videos_to_frames; videos_to_frames({str(src.parent)!r}, {str(dest)!r}, n_workers=0, progress=False, ext='.png')"
     p = subprocess.Popen([sys.executable, '-c', code], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         t0 = time.time()
@@ -405,6 +409,22 @@ def test_ucf101_splits(tmp_path):
     with pytest.raises(ValueError, match='2 of 62 items are in neither'):
         ucf101_splits(tmp_path)(items + [Path('x/v_Foo_g01_c01.avi'), Path('x/y.avi')])
     with pytest.raises(FileNotFoundError, match='trainlist02.txt'): ucf101_splits(tmp_path, fold=2)
+    with pytest.raises(ValueError, match='UCF101 has folds 1, 2 and 3, not 4'): ucf101_splits(tmp_path, fold=4)  # not an assert
+
+def test_moved_names_still_import_from_video():
+    "The file-system tools (now `files.py`) and UCF101 splits (now `annotations.py`) are still reached at their old place"
+    import fastai_seq.video as V, fastai_seq.files as F, fastai_seq.annotations as A, fastai_seq.core as C
+    for mod, names in ((F, ['get_video_files', 'extract_frames', 'videos_to_frames', 'unrar']),
+                       (A, ['ucf101_splits', 'ucf101_group', 'ucf101_named', 'GroupSplitter'])):
+        for n in names: assert getattr(V, n) is getattr(mod, n), n
+    assert V.VIDEO_EXTS is C.VIDEO_EXTS and {'.mp4', '.3gp', '.ogv', '.asf'} <= C.VIDEO_EXTS  # one list, in core
+    assert not set(V.__all__) & set(V._MOVED)  # `from fastai_seq.video import *` gives the decoding names only
+    with pytest.raises(AttributeError, match='no attribute'): V.no_such_name
+
+def test_videos_to_frames_on_error_checked(tmp_path):
+    "A wrong `on_error` is a ValueError (not an assert, stripped by `python -O`) before anything is read"
+    with pytest.raises(ValueError, match="on_error must be 'skip' or 'raise', not 'ignore'"):
+        videos_to_frames(tmp_path/'none', tmp_path/'out', on_error='ignore')
 
 def test_ucf101_group_and_group_splitter(tmp_path):
     assert ucf101_group('UCF-101/ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi') == 'ApplyEyeMakeup_g08'
@@ -425,7 +445,7 @@ def test_max_pixels_checks_the_header_cached_or_not(tmp_path):
     _CACHE.clear()
     for cached in (False, True):  # a fresh probe, then the cached index
         if cached: video_info(fn)
-        assert (_key(fn) in _CACHE) == cached
+        assert (_cache_key(fn) in _CACHE) == cached
         for f in (video_info, read_frames):
             with pytest.raises(VideoError, match=r'64x48 = 3,072 pixels per frame, above max_pixels=3,071') as e:
                 f(fn, max_pixels=3071)

@@ -4,7 +4,8 @@ from pathlib import Path
 import av, numpy as np, pytest, torch
 from av.bitstream import BitStreamFilterContext
 from fastai_seq.video import *
-from fastai_seq.video import _index, _STATS, _CACHE
+from fastai_seq.files import get_video_files, extract_frames
+from fastai_seq.video import _cached_index, _STATS, _CACHE
 from fastai_seq.data import LoadFrames
 from PIL import Image
 from test_video import write_video, full_decode, clip
@@ -63,13 +64,13 @@ def test_h264_in_avi_seeks(avis):
     counts = {}
     for n in (60, 600):
         fn = avis[f'h264_{n}']
-        ix = _index(fn)
+        ix = _cached_index(fn)
         assert ix.seekable and ix.n_frames == n and ix.keys[0] == 0
         ref, idxs = full_decode(fn), list(range(n-12, n-4))
         _STATS.clear()
         assert np.array_equal(read_frames(fn, idxs), ref[idxs])
         counts[n] = _STATS['decoded']
-        assert _STATS['probe'] == 0 and _index(fn).seekable  # the index held: no fallback to decoding from the start
+        assert _STATS['indexed'] == 0 and _cached_index(fn).seekable  # the index held: no fallback to decoding from the start
     assert counts[600] <= 8 + 12 and counts[60] <= 8 + 12, counts  # the window and at most a GOP (g=12) before it
     fn = avis['h264_600']
     rng = np.random.default_rng(0)
@@ -150,13 +151,13 @@ def test_upright_is_a_view():
     assert _upright(a, 0) is a
 
 def _counting_probe(monkeypatch, log):
-    "Patch `_probe` to append the name of each file it indexes to `log` (forked workers inherit the patch)"
+    "Patch `_build_index` to append the name of each file it indexes to `log` (forked workers inherit the patch)"
     import fastai_seq.video as V
-    orig = V._probe
+    orig = V._build_index
     def probe(fn, *args, **kwargs):
         with open(log, 'a') as f: f.write(Path(fn).name + '\n')
         return orig(fn, *args, **kwargs)
-    monkeypatch.setattr(V, '_probe', probe)
+    monkeypatch.setattr(V, '_build_index', probe)
     return lambda: Path(log).read_text().split() if Path(log).exists() else []
 
 @pytest.mark.workers
