@@ -3,6 +3,7 @@ from .core import *
 from .precision import *
 from .distributed import *
 from .video import *
+from .files import *
 from .data import *
 from .annotations import *
 from .datasets import *
