@@ -12,13 +12,15 @@ from fastai.metrics import accuracy
 from fastai.learner import Learner, get_c
 from fastai.data.core import DataLoaders
 from fastai.data.transforms import Normalize
+from fastai.vision.core import imagenet_stats
 from .core import ImageSeq, ImageTuple
 from .data import show_strip_rows, _seq_grid
 from .metrics import MSE, MAE, SSIM, PSNR, TopKAccuracy, get_norm_stats
 from .callbacks import ReleaseLossGrad
 from .registry import TASKS, arch_info, list_archs
+from .models.hf import ClipSpec, is_hf_arch, hf_clip_spec
 
-__all__ = ['seq_learner', 'pretrained_defaults', 'default_metrics', 'infer_task', 'model_kwargs_from_dls', 'create_seq_model',
+__all__ = ['seq_learner', 'clip_spec', 'pretrained_defaults', 'default_metrics', 'infer_task', 'model_kwargs_from_dls', 'create_seq_model',
            'show_results', 'plot_top_losses']
 
 _learner_args = set(inspect.signature(Learner.__init__).parameters) - {'self', 'dls', 'model'}
@@ -66,6 +68,17 @@ def create_seq_model(
                          f"Archs for {task!r}: {list_archs(task=task)}")
     return info.builder(**{**model_kwargs_from_dls(dls, task, b), **kwargs})
 
+def clip_spec(
+    arch:str, # A registered classification arch or 'hf-hub:REPO_ID' / 'hf-hub:/a/local/folder'
+) -> ClipSpec:
+    "The clip `arch` expects when pretrained, `(n_frames, size, mean, std)`: build the `DataBlock` from it (None: any)"
+    if is_hf_arch(arch): return hf_clip_spec(arch)
+    info = arch_info(arch)
+    pre = info.defaults.get('pretrained', {})
+    # a registry entry's stats (Kinetics video models), else the ImageNet stats of the frame bodies of the recipe
+    mean,std = info.stats or (imagenet_stats if pre.get('body') else (None, None))
+    return ClipSpec(pre.get('clip_frames'), pre.get('frame_size'), mean, std)
+
 def default_metrics(task:str, n_classes:int=None) -> list:
     "Forecasting: mse, mae, ssim, psnr; classification: accuracy and top-k accuracy (k=5, capped at the class count)"
     if task=='forecast': return [MSE(), MAE(), SSIM(), PSNR()]
@@ -83,7 +96,7 @@ def seq_learner(
     arch='convgru', # A registered arch name (see `list_archs()`) or a builder taking the shape kwargs
     loss_func=None, # Default: `MSELossFlat` (forecasting), `CrossEntropyLossFlat` (classification)
     metrics=None, # Default: `default_metrics(task)`
-    pretrained:bool=False, # ImageNet (frame bodies) or Kinetics (video models) weights, downloaded into the torch/timm cache on first use; fills in `pretrained_defaults(arch)`
+    pretrained:bool=None, # ImageNet (frame bodies), Kinetics (video models) or the checkpoint's weights, downloaded into the torch/timm/Hugging Face cache on first use; fills in `pretrained_defaults(arch)`. None: True for `hf-hub:` checkpoints, else False
     normalize:bool=True, # With `pretrained`, add `Normalize` with the weights' stats when the data has none
     **kwargs # `Learner` arguments (`lr`, `cbs`, `opt_func`, `path`, ...) and model arguments for the builder
 ) -> Learner:
@@ -92,6 +105,7 @@ def seq_learner(
     task = infer_task(dls, b)
     lrn_kw = {k:kwargs.pop(k) for k in list(kwargs) if k in _learner_args}
     info = arch_info(arch) if isinstance(arch, str) else None
+    if pretrained is None: pretrained = bool(info is not None and info.defaults.get('pretrained_default'))
     if task=='classify': kwargs['pretrained'] = pretrained
     elif pretrained: raise ValueError("pretrained=True is for the classification archs: forecasting archs train from scratch.")
     pre = pretrained_defaults(arch) if pretrained and info is not None else {}
@@ -99,6 +113,7 @@ def seq_learner(
     for k,v in pre.items():  # the arch's fine-tuning recipe (body, pooling, lr) fills what the caller left out
         if k in builder_args: kwargs.setdefault(k, v)
         elif k=='lr': lrn_kw.setdefault('lr', v)
+    if 'vocab' in builder_args and task=='classify': kwargs.setdefault('vocab', getattr(dls, 'vocab', None))  # class names into the model
     if task=='forecast' and getattr(loss_func, 'out_ch', None) and isinstance(arch, str):
         kwargs.setdefault('out_ch', loss_func.out_ch)   # a per-pixel classification loss: K logits a pixel
     model = create_seq_model(arch, dls, b, **kwargs)
@@ -107,7 +122,7 @@ def seq_learner(
         if info.splitter is not None: lrn_kw.setdefault('splitter', info.splitter)
         for k,v in info.defaults.items():
             if k=='cbs': lrn_kw['cbs'] = L(v) + L(lrn_kw.get('cbs'))  # the arch's callbacks (e.g. PhyDNet's constraint) stay
-            elif k in _learner_args: lrn_kw.setdefault(k, v)
+            elif k in _learner_args: lrn_kw.setdefault(k, v)   # (`pretrained`, `pretrained_default`: the recipe, read above)
     # the stats of the pretrained weights: a timm/torchvision body's own (`input_stats`), else the registry entry's
     stats = next((m.input_stats for m in model.modules() if getattr(m, 'input_stats', None) is not None),
                  getattr(info, 'stats', None))

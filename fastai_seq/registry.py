@@ -4,7 +4,7 @@ import fnmatch, warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
-__all__ = ['TASKS', 'ArchInfo', 'register_arch', 'list_archs', 'arch_info']
+__all__ = ['TASKS', 'ArchInfo', 'register_arch', 'register_arch_family', 'list_archs', 'arch_families', 'arch_info']
 
 TASKS = ('forecast', 'classify')
 
@@ -20,6 +20,7 @@ class ArchInfo:
     doc: str = ''
 
 _archs: dict[str, ArchInfo] = {}
+_families: dict[str, tuple] = {}   # name prefix -> (resolver `name -> ArchInfo`, the form users write)
 
 def register_arch(name:str=None, task:str='forecast', splitter:Callable=None, stats:tuple=None, **defaults):
     "Decorator registering a model builder under `name` for `task` ('forecast' or 'classify')"
@@ -32,12 +33,20 @@ def register_arch(name:str=None, task:str='forecast', splitter:Callable=None, st
         return fn
     return _inner
 
+def register_arch_family(
+    prefix:str, # Names starting with this (e.g. 'hf-hub:') belong to the family
+    resolve:Callable, # `name -> ArchInfo`, called for each name asked for
+    form:str, # How users write such a name, for messages (e.g. "'hf-hub:REPO_ID'")
+):
+    "Register a family of archs named by a prefix (as timm's `hf-hub:`), resolved when a name of it is asked for"
+    _families[prefix] = (resolve, form)
+
 def _ensure_models():
     "Import the bundled model families so that they register themselves"
     from . import models  # noqa: F401
 
 def list_archs(filter:str='', task:str=None) -> list[str]:
-    "Sorted names of registered archs, optionally fnmatch-`filter`ed and restricted to `task`"
+    "Sorted names of registered archs, optionally fnmatch-`filter`ed and restricted to `task`; arch families (`'hf-hub:REPO_ID'`) are named by `arch_families()`"
     _ensure_models()
     names = [n for n,a in _archs.items() if task is None or a.task==task]
     if filter: names = fnmatch.filter(names, filter)
@@ -46,10 +55,17 @@ def list_archs(filter:str='', task:str=None) -> list[str]:
 def arch_info(name:str) -> ArchInfo:
     "The registry entry of `name`, with an error listing the known names when it is unknown"
     _ensure_models()
-    if name not in _archs:
-        raise ValueError(f"Unknown arch {name!r}. Known archs: forecasting {list_archs(task='forecast')}, "
-                       f"classification {list_archs(task='classify')}. Register your own with `@register_arch`.")
-    return _archs[name]
+    if name in _archs: return _archs[name]
+    for prefix,(resolve,_) in _families.items():
+        if isinstance(name, str) and name.startswith(prefix): return resolve(name)
+    fams = ''.join(f", {form}" for _,form in _families.values())
+    raise ValueError(f"Unknown arch {name!r}. Known archs: forecasting {list_archs(task='forecast')}, "
+                     f"classification {list_archs(task='classify')}{fams}. Register your own with `@register_arch`.")
+
+def arch_families() -> list[str]:
+    "How the names of each registered arch family are written (e.g. `'hf-hub:REPO_ID'`: any Hugging Face video classifier)"
+    _ensure_models()
+    return [form for _,form in _families.values()]
 
 _MOVED = {'infer_task', 'model_kwargs_from_dls', 'create_seq_model'}  # to the learner factory (learner.py)
 

@@ -42,6 +42,7 @@ KINDS = [k for k in PROCS if k in MAPPED]
 def ckpts(tmp_path_factory, one_thread):
     "One tiny checkpoint folder per model type this transformers maps, with its processor config"
     root = tmp_path_factory.mktemp('hf')
+    verbosity = tr.logging.get_verbosity()
     tr.logging.set_verbosity_error()
     res = {}
     for k in KINDS:
@@ -52,7 +53,8 @@ def ckpts(tmp_path_factory, one_thread):
         proc = PROCS[k][0]
         if proc is not None: (root/k/'video_preprocessor_config.json').write_text(json.dumps(proc))
         res[k] = root/k
-    return res
+    yield res
+    tr.logging.set_verbosity(verbosity)
 
 def _name(ckpts, k): return f'hf-hub:{ckpts[k]}'
 
@@ -191,3 +193,38 @@ def test_import_error_without_transformers(ckpts):
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode==0, r.stderr
     assert r.stdout.count('pip install "fastai_seq[hf]"')==2, r.stdout
+
+# ---- the user's recipe: clip_spec -> DataBlock -> seq_learner -> fine_tune -> export -> load_learner -> predict(str) ----
+def test_seq_learner_recipe(ckpts, tmp_path):
+    from fastai.vision.all import DataBlock, CategoryBlock, parent_label, FuncSplitter, Normalize, load_learner
+    from fastai_seq.all import VideoBlock, get_video_files, make_moving_videos, seq_learner, clip_spec, list_archs, arch_info
+    name = _name(ckpts, 'videomae')
+    n, size, mean, std = clip_spec(name)
+    assert (n, size) == (T, S) and tuple(mean) == (0.5,)*3
+    vids = make_moving_videos(tmp_path/'v', n_per_class=3, n_frames=6, size=S, classes=('left', 'up'), speed=(0.5, 0.8), seed=0)
+    dls = DataBlock(blocks=(VideoBlock(n_frames=n), CategoryBlock), get_items=get_video_files, get_y=parent_label,
+                    splitter=FuncSplitter(lambda o: o.stem.endswith('_2'))).dataloaders(vids, bs=2, num_workers=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        learn = seq_learner(dls, name, path=tmp_path)       # pretrained by default: the checkpoint's body, a new head
+    assert learn.arch == name and learn.task == 'classify' and arch_info(name).task == 'classify'
+    norms = [t for t in dls.after_batch.fs if isinstance(t, Normalize)]
+    assert len(norms) == 1 and torch.allclose(norms[0].mean.flatten().cpu(), torch.tensor([0.5]*3))   # the checkpoint's stats
+    assert learn.model.model.config.id2label == {0: 'left', 1: 'up'}                              # the vocab in the config
+    body = list(learn.model.body.parameters())
+    assert len(learn.opt.param_groups) == 2 and not any(p.requires_grad for p in body if p.ndim > 1)   # frozen body
+    saved = tr.AutoModelForVideoClassification.from_pretrained(ckpts['videomae']).state_dict()
+    mine = learn.model.model.state_dict()
+    assert all(torch.equal(saved[k], mine[k]) for k in saved if not k.startswith(('classifier', 'fc_norm')))
+    with learn.no_bar(), learn.no_logging(): learn.fine_tune(1, 1e-3, freeze_epochs=1)
+    fn = str(get_video_files(vids)[0])
+    pred, idx, probs = learn.predict(fn)
+    learn.export('model.pkl')
+    l2 = load_learner(tmp_path/'model.pkl')
+    p2, i2, pr2 = l2.predict(fn)
+    assert (p2, int(i2)) == (pred, int(idx)) and torch.allclose(pr2, probs, atol=1e-5)
+    with pytest.raises(ValueError, match='n_frames'):   # a clip VideoMAE cannot take: at seq_learner time, with the fix
+        dls8 = DataBlock(blocks=(VideoBlock(n_frames=2), CategoryBlock), get_items=get_video_files, get_y=parent_label,
+                         splitter=FuncSplitter(lambda o: o.stem.endswith('_2'))).dataloaders(vids, bs=2, num_workers=0)
+        seq_learner(dls8, name)
+    assert 'hf-hub:' in str(__import__('fastai_seq.registry', fromlist=['x']).arch_families())

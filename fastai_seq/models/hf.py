@@ -2,16 +2,17 @@
 folder written by `save_pretrained`) as a classification arch, with the clip it expects (`hf_clip_spec`). transformers is
 an optional extra, imported inside the functions."""
 from __future__ import annotations
-import json, math, os, warnings
+import functools, json, math, os, warnings
 from pathlib import Path
 from typing import NamedTuple
 import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
 from fastai.torch_core import Module
+from ..registry import ArchInfo, register_arch_family
 
 __all__ = ['HF_PREFIX', 'HF_MODEL_TYPES', 'ClipSpec', 'is_hf_arch', 'parse_hf_name', 'hf_config', 'hf_processor_config',
-           'hf_clip_spec', 'HFVideoModel', 'hf_video_model', 'hf_split', 'fit_hf_clip']
+           'hf_clip_spec', 'HFVideoModel', 'hf_video_model', 'hf_split', 'fit_hf_clip', 'hf_arch_info']
 
 HF_PREFIX = 'hf-hub:'
 # model type -> (first transformers release that maps it in AutoModelForVideoClassification, family name)
@@ -326,3 +327,14 @@ def hf_video_model(
             raise ValueError(f"{name}: {type(model).__name__} does not support gradient checkpointing.")
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'use_reentrant': False})
     return m
+
+def hf_arch_info(
+    name:str, # 'hf-hub:REPO_ID' or 'hf-hub:/a/local/folder'
+) -> ArchInfo:
+    "The registry entry of a Hugging Face checkpoint: a classification arch, pretrained by default, split body/head"
+    parse_hf_name(name)   # a clear error for an empty name or a folder without config.json
+    return ArchInfo(name, functools.partial(hf_video_model, name), 'classify', hf_split, None,
+                    dict(pretrained_default=True, pretrained=dict(lr=1e-4)),
+                    "A Hugging Face video classifier (VideoMAE, TimeSformer, ViViT, V-JEPA 2, VideoPrism)")
+
+register_arch_family(HF_PREFIX, hf_arch_info, "'hf-hub:REPO_ID' (any Hugging Face video-classification checkpoint)")
