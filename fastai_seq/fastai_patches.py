@@ -92,8 +92,8 @@ def _predict(orig, self, item, rm_type_tfms=None, with_input=False,
 # `LightingTfm`/`HSVTfm` keep a reference to `TensorImage.lighting`/`.hsv` taken when they are built, so an `ImageSeq`
 # method would be bypassed: these make fastai's functions give one parameter set per sequence, others as they were
 for _nm in ('lighting', 'hsv'):
-    @replace(TensorImage, _nm, "`ImageSeq` batches only: one random parameter set per sequence (fastai's draws one per "
-                               "sample along the first axis, i.e. per sequence, and cannot see the time axis); other tensors unchanged")
+    @replace(TensorImage, _nm, "`ImageSeq` batches `(B,T,C,H,W)` only: applied frame by frame with one random parameter "
+                               "set per sequence (fastai's functions take `(B,C,H,W)` images); other tensors unchanged")
     def _seq_aware(orig, x, func):
         return apply_per_step(x, lambda o: orig(o, func)) if isinstance(x, ImageSeq) else orig(x, func)
 
