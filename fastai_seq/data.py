@@ -195,7 +195,7 @@ class LoadFrames(RandTransform):
         # replaces it in a batch: this keeps the raw training items and the transforms that come before this one (a
         # `Pipeline` sets its transforms up in order: `items.tfms` holds those set up so far) until that call.
         raw, fs = getattr(items, 'items', None), list(getattr(getattr(items, 'tfms', None), 'fs', None) or [])
-        ok = self.on_error=='skip' and raw is not None and len(raw)>1
+        ok = self.on_error=='skip' and raw is not None and len(raw)>0
         self._probe = (raw, fs[:fs.index(self)] if self in fs else fs) if ok else None
 
     def before_call(self, b, split_idx:int):
@@ -564,7 +564,14 @@ def _strip_hw(o, max_frames:int=None) -> tuple|None:
     k = min(k, max_frames) if max_frames else k
     return int(h), int(k*w + 2*(k-1))   # `frames_strip`: 2 white pixels between frames
 
-def seq_grid(n:int, ncols:int, max_frames:int, figsize=None, title=None, strips=()):
+def seq_grid(
+    n:int, # Rows
+    ncols:int, # Strips per row (input, target, prediction, ...)
+    max_frames:int, # Frames drawn per strip at most
+    figsize=None, # The figure's size; None: from the strips' aspect
+    title=None, # The figure's title
+    strips=(), # The sequences to draw, whose frame sizes set the figure's size
+):
     "Axes for `n` rows of `ncols` frame strips, the figure sized to `strips` (sequences to draw) and laid out so no title overlaps another"
     if figsize is None:
         hws = [hw for hw in (_strip_hw(o, max_frames) for o in strips) if hw]

@@ -106,3 +106,15 @@ def test_all_training_items_broken_is_an_error(tmp_path):
         warnings.simplefilter('ignore', SkippedItemWarning)
         with pytest.raises(SeqError, match=r"None of the 3 training items.*could be loaded.*a0: this frame folder holds no images"):
             _frame_dls(root, on_error='skip')
+
+def test_one_broken_training_item_is_an_error(tmp_path):
+    "A training set of one broken item under 'skip': nothing to learn the output type from, an error naming it"
+    root = tmp_path
+    for split, nm in (('train', 'a0'), ('valid', 'b1')):
+        d = root/split/nm[0]/nm; d.mkdir(parents=True)
+        if split=='valid':
+            for i, f in enumerate(make_frames(3, 16, 16)): Image.fromarray(f).save(d/f'{i}.png')
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', SkippedItemWarning)
+        with pytest.raises(SeqError, match=r"None of the 1 training items.*a0: this frame folder holds no images"):
+            _frame_dls(root, on_error='skip')
