@@ -43,20 +43,31 @@ def ls_sorted(
 
 # `Path.ls_sorted` is added in `fastai_patches.py`
 
-def _to_uint8_hwc(img) -> np.ndarray:
-    "One frame (PIL image, `(C,H,W)` tensor or `(H,W[,C])` array; float in [0,1] or ints in [0,255]) as uint8 `(H,W,C)`"
+def to_uint8_hwc(
+    img, # One frame: a PIL image, a `(C,H,W)` tensor, or an `(H,W[,C])` or `(C,H,W)` array; float in [0,1] or ints in [0,255]
+    keep_channel:bool=True, # One-channel frames as `(H,W,1)` (True) or `(H,W)`, as `PIL.Image.fromarray` takes them (False)
+) -> np.ndarray:
+    "One frame as a uint8 `(H,W,C)` array (values outside [0,1] or [0,255] clipped)"
     if isinstance(img, Image.Image): a = np.asarray(img)
-    else:
-        t = torch.as_tensor(np.asarray(img.detach().cpu()) if isinstance(img, Tensor) else img)
-        if isinstance(img, Tensor) and t.ndim==3: t = t.permute(1,2,0)
+    elif isinstance(img, Tensor):  # fastai's layout: a 3-dim tensor is channel-first
+        t = img.detach().cpu()
+        if t.ndim==3: t = t.permute(1,2,0)
         a = (t.float().clamp(0,1)*255).round().byte().numpy() if t.is_floating_point() else t.clamp(0,255).byte().numpy()
-    return a[...,None] if a.ndim==2 else a
+    else:
+        a = np.asarray(img)
+        if a.ndim==3 and a.shape[0] in (1,3) and a.shape[-1] not in (1,3): a = a.transpose(1,2,0)  # a channel-first array
+        if a.dtype.kind=='f': a = (np.clip(a, 0, 1)*255).round().astype(np.uint8)
+        elif a.dtype!=np.uint8: a = np.clip(a, 0, 255).astype(np.uint8)
+    if keep_channel: return a[...,None] if a.ndim==2 else a
+    return a[...,0] if a.ndim==3 and a.shape[-1]==1 else a
+
+_to_uint8_hwc = to_uint8_hwc  # the old name, imported by tracking.py until it imports `to_uint8_hwc`
 
 def frames_strip(frames, max_frames:int=8, gap:int=2) -> np.ndarray:
     "Frames side by side in one uint8 `(H,W,C)` image, `max_frames` evenly spaced ones at most, `gap` white pixels apart"
     n = len(frames)
     idxs = np.linspace(0, n-1, min(n, max_frames)).round().astype(int) if max_frames and n>max_frames else range(n)
-    imgs = [_to_uint8_hwc(frames[i]) for i in idxs]
+    imgs = [to_uint8_hwc(frames[i]) for i in idxs]
     c = max(i.shape[2] for i in imgs)
     imgs = [np.repeat(i, c, 2) if i.shape[2]!=c else i for i in imgs]
     h = max(i.shape[0] for i in imgs)
@@ -77,7 +88,7 @@ def show_frames(frames, ctx=None, max_frames:int=8, title:str=None, figsize=None
 
 def save_gif(seq, fn, fps:float=5, loop:int=0, scale:int=1):
     "Write the frames of `seq` (`(T,C,H,W)` tensor, array or list of images) to `fn` as an animated GIF"
-    frames = [_to_uint8_hwc(f) for f in seq]
+    frames = [to_uint8_hwc(f) for f in seq]
     imgs = [Image.fromarray(f[...,0] if f.shape[2]==1 else f[...,:3]) for f in frames]
     if scale!=1: imgs = [i.resize((i.width*scale, i.height*scale), Image.NEAREST) for i in imgs]
     fn = Path(fn)

@@ -1,9 +1,10 @@
 "Blocks for sequences: `SeqBlock`, `VideoBlock`, frame samplers, sequence-aware batch transforms, `SeqSplit`, `show_batch`"
 from __future__ import annotations
-import contextvars, json, os, random, tempfile, uuid, warnings, weakref
+import json, os, random, tempfile, uuid, warnings, weakref
 from functools import partial
 from pathlib import Path
 import numpy as np, torch
+import torch.nn.functional as F
 from torch import Tensor
 from PIL import Image
 from fastcore.basics import store_attr, patch, listify
@@ -14,17 +15,17 @@ from fastai.torch_core import TensorImage, TensorBase, TensorCategory
 from fastai.data.block import TransformBlock
 from fastai.data.transforms import IntToFloatTensor, image_extensions
 from fastai.data.core import get_show_batch_func, TfmdDL
-from fastai.data.load import SkipItemException
+from fastai.data.load import SkipItemException, DataLoader
 from fastai.vision.core import PILImage, PILImageBW
-from fastai.vision.augment import RandTransform, PadMode, Resize, _init_mat, affine_grid, _grid_sample
+from fastai.vision.augment import RandTransform, PadMode, Resize, affine_grid
 from fastai.vision.data import get_grid
-from .core import ImageTuple, ImageSeq, ImageSeqBW, SeqError, ls_sorted, VIDEO_EXTS
+from .core import ImageTuple, ImageSeq, ImageSeqBW, SeqError, ls_sorted, to_uint8_hwc, VIDEO_EXTS
 from .video import read_frames, video_info, VideoError, index_videos, before_fork, LIBRARY_ERRORS
 from ._utils import too_many_pixels
 
 __all__ = ['SAMPLERS', 'SHORT_POLICIES', 'ON_ERROR', 'MAX_PIXELS', 'sample_indices', 'clip_indices', 'SkippedItem',
            'SkippedItemWarning', 'SkipLog', 'LoadFrames', 'StackFrames', 'IntToFloatSeq', 'SeqDL', 'SeqBlock', 'VideoBlock',
-           'SeqSplit', 'seq_frames_count', 'leading_resize', 'show_strip_rows', 'show_batch']
+           'SeqSplit', 'seq_frames_count', 'leading_resize', 'find_load_frames', 'show_strip_rows', 'show_batch']
 
 SAMPLERS = ('uniform', 'random', 'first', 'all', 'auto')
 SHORT_POLICIES = ('loop', 'pad', 'error')
@@ -143,7 +144,8 @@ class SkipLog:
 class LoadFrames(RandTransform):
     "Load the sampled frames of a video file, a frame folder, a list of frames or an array, as an `ImageTuple` or `ImageSeq`"
     split_idx,order = None,0
-    on_error,max_pixels,_probe,_skip_log,rotate,size,decoder_resize,stream = 'raise',MAX_PIXELS,False,None,True,None,True,None  # defaults for transforms pickled before these existed
+    on_error,max_pixels,_probe,_skip_log,rotate,size,decoder_resize,stream = 'raise',MAX_PIXELS,None,None,True,None,True,None  # defaults for transforms pickled before these existed
+    item_resize = None  # `leading_resize` of the item transforms, recorded by `SeqDL` when it sets them up (see `_resize_kw`)
     def __init__(self,
         n_frames:int=None, # Frames per sample; None for all
         sampler:str='uniform', # 'uniform', 'random', 'first', 'all' or 'auto' (random for training, uniform otherwise)
@@ -169,6 +171,8 @@ class LoadFrames(RandTransform):
         self._split,self.clip = None,None  # `clip=(k,n)`: read the k-th of n evenly spread clips (multi-clip evaluation)
         self._skip_log = SkipLog()
 
+    def __getstate__(self): return {**self.__dict__, '_probe': None}  # what `setups` kept for its probe stays in this process
+
     @property
     def skip_log(self) -> SkipLog:
         "Where the items skipped under `on_error='skip'` are recorded, by this process and DataLoader workers"
@@ -186,9 +190,13 @@ class LoadFrames(RandTransform):
         return len(self.skip_log)
 
     def setups(self, items):
-        # `TfmdLists.setup` calls this transform on the first training item right after `setups`, only to learn the
-        # output type: under on_error='skip' a broken first item must not stop the `DataBlock` from building
-        self._probe = True
+        # `TfmdLists.setup` calls its transforms on its first training item right after their `setups`, only to learn their
+        # output types. Under on_error='skip' a broken first item is replaced there by the next loadable one, as `SeqDL`
+        # replaces it in a batch: this keeps the raw training items and the transforms that come before this one (a
+        # `Pipeline` sets its transforms up in order: `items.tfms` holds those set up so far) until that call.
+        raw, fs = getattr(items, 'items', None), list(getattr(getattr(items, 'tfms', None), 'fs', None) or [])
+        ok = self.on_error=='skip' and raw is not None and len(raw)>0
+        self._probe = (raw, fs[:fs.index(self)] if self in fs else fs) if ok else None
 
     def before_call(self, b, split_idx:int):
         self._split = split_idx
@@ -205,7 +213,7 @@ class LoadFrames(RandTransform):
     def _resize_kw(self) -> dict:
         "`read_frames` arguments of the decoder-side resize: one crop position per item, drawn as fastai's `Resize` does"
         size, method, pad_mode = self.size, self.resize_method, self.pad_mode
-        if size is None and self.decoder_resize: size, method, pad_mode = _DECODER_RESIZE.get() or (None, None, None)
+        if size is None and self.decoder_resize: size, method, pad_mode = self.item_resize or (None, None, None)
         if size is None: return {}
         pcts = (0.5,0.5) if self._split else (random.random(),random.random())
         return dict(size=size, method=str(method), pad_mode=str(pad_mode), crop_pos=pcts)
@@ -216,7 +224,7 @@ class LoadFrames(RandTransform):
 
     def _guard(self, f, o, src):
         "`f(o)`, turning a failure into an error naming `src` ('raise') or a logged `SkippedItem` ('skip')"
-        probe, self._probe = self._probe and self._split is None, False
+        probe, self._probe = (self._probe if self._split is None else None), None
         # the source of the item being loaded in this process: `SeqDL` names it if its frames differ in size
         self._src = src if src is not None else _frames_src(o)
         try: return f(o)
@@ -225,11 +233,19 @@ class LoadFrames(RandTransform):
         except Exception as e:
             err = e if isinstance(e, (SeqError, VideoError)) else SeqError(
                 f"{src if src is not None else 'sequence'}: cannot load it ({type(e).__name__}: {e}). Remove or replace it.")
-            if self.on_error=='skip' and probe:  # the output type is all `TfmdLists.setup` needs: the loader replaces this item
-                return ImageTuple(self._pil(np.zeros((8,8,3), np.uint8)) for _ in range(self.n_frames or 1))
             x = self._fail(err)
+            if self.on_error=='skip' and isinstance(probe, tuple): return self._probe_next(*probe, x)
             if x is e: raise
             raise x from e
+
+    def _probe_next(self, raw, before, err:SkippedItem):
+        "What `TfmdLists.setup` gets when its first training item was skipped (`err`): the output of the next loadable one"
+        for o in raw[1:]:
+            for f in before: o = f(o)  # the transforms before this one, as `TfmdLists.setup` runs them
+            try: return self(o)
+            except SkippedItem: continue
+        raise SeqError(f"None of the {len(raw)} training items of this dataset could be loaded (on_error='skip' replaces a "
+                       f"broken item by another one), e.g. {err}") from None
 
     def _fail(self, err:Exception) -> Exception:
         "What to raise for the item error `err` (naming its source): `err` itself ('raise'), or a logged `SkippedItem` ('skip')"
@@ -256,7 +272,7 @@ class LoadFrames(RandTransform):
         if not len(o): raise SeqError("An empty list of frames cannot make a sequence.")
         if isinstance(o[0], (str, Path)): return self.load_files(list(o))
         idxs = self.idxs(len(o))
-        return ImageTuple(f if isinstance(f, Image.Image) else self._pil(_hwc_uint8(f)) for f in (o[i] for i in idxs))
+        return ImageTuple(f if isinstance(f, Image.Image) else self._pil(to_uint8_hwc(f, keep_channel=False)) for f in (o[i] for i in idxs))
 
     def _load_array(self, o) -> ImageSeq:
         x = ImageSeq.create(o)
@@ -299,12 +315,6 @@ def _to_mode(img:Image.Image, channels:int, fn=None) -> Image.Image:
         img = Image.fromarray(np.clip(a*scale, 0, 255).round().astype(np.uint8))
     return img.convert('L' if channels==1 else 'RGB')
 
-def _hwc_uint8(f) -> np.ndarray:
-    a = np.asarray(f.cpu() if isinstance(f, Tensor) else f)
-    if a.ndim==3 and a.shape[0] in (1,3) and a.shape[-1] not in (1,3): a = a.transpose(1,2,0)
-    if a.dtype!=np.uint8: a = (np.clip(a, 0, 1)*255).round().astype(np.uint8) if a.dtype.kind=='f' else a.astype(np.uint8)
-    return a[...,0] if a.ndim==3 and a.shape[-1]==1 else a
-
 class _FramesDiffer(SeqError):
     "The frames of one sequence differ in size; `pos` is the sequence's place in the item (`SeqDL` names its source)"
     def __init__(self, msg, pos=None, shapes=()):
@@ -338,20 +348,15 @@ class IntToFloatSeq(IntToFloatTensor):
     "`IntToFloatTensor` that leaves float sequences (already in [0,1]) alone"
     def encodes(self, o:ImageSeq): return o if o.is_floating_point() else o.float().div_(self.div)
 
-def _load_tfms(dataset) -> list:
-    "The `LoadFrames` transforms of a `Datasets`/`TfmdLists`"
-    tls = getattr(dataset, 'tls', [dataset])
-    return [f for tl in tls for f in getattr(getattr(tl, 'tfms', None), 'fs', []) if isinstance(f, LoadFrames)]
-
-def _loader_at(dataset, pos) -> LoadFrames|None:
-    "The `LoadFrames` that made element `pos` of the items of `dataset` (a `Datasets` or a `TfmdLists`)"
-    tls = getattr(dataset, 'tls', None)
-    tl = dataset if tls is None else tls[pos] if pos is not None and pos<len(tls) else None
-    fs = [f for f in getattr(getattr(tl, 'tfms', None), 'fs', []) if isinstance(f, LoadFrames)]
-    return fs[0] if fs else None
-
-# The `Resize` the `SeqDL` loading an item lets the video decoder do (in this thread): `(size (h,w), method, pad_mode)`
-_DECODER_RESIZE = contextvars.ContextVar('fastai_seq_decoder_resize', default=None)
+def find_load_frames(
+    o, # A `DataLoader`, or the `Datasets`/`TfmdLists` it loads
+    pos:int=None, # Only those of the `pos`-th `TfmdLists` of a `Datasets` (the one making element `pos` of its items)
+) -> list:
+    "The `LoadFrames` transforms of `o`, in the order of its `TfmdLists`"
+    ds = o.dataset if isinstance(o, DataLoader) else o
+    tls = getattr(ds, 'tls', None)
+    tls = [ds] if tls is None else tls if pos is None else tls[pos:pos+1]  # a `TfmdLists` has one list: `pos` is its own
+    return [f for tl in tls for f in getattr(getattr(tl, 'tfms', None), 'fs', None) or [] if isinstance(f, LoadFrames)]
 
 def leading_resize(dl) -> tuple|None:
     "`(size, method, pad_mode)` of a plain `Resize` that comes first in `dl`'s item transforms (None if there is none)"
@@ -366,6 +371,14 @@ def leading_resize(dl) -> tuple|None:
 
 class SeqDL(TfmdDL):
     "A `TfmdDL` that replaces items skipped under `on_error='skip'` by the next loadable item and warns once per pass"
+    def __init__(self, dataset, *args, do_setup:bool=True, **kwargs):
+        super().__init__(dataset, *args, do_setup=do_setup, **kwargs)
+        # Once its item transforms are set up, the loader tells the `LoadFrames` of its dataset which leading `Resize` their
+        # video decoder can do: a plain attribute, shared by the loaders `new` makes (validation, `test_dl`, `predict`) and
+        # pickled with an exported learner, so every path decodes the same frames
+        if do_setup:
+            for lf in find_load_frames(dataset): lf.item_resize = leading_resize(self)
+
     def create_item(self, s):
         "Item `s`, or, if it was skipped, the first loadable item after it (with its own label)"
         return self._replaced(s, super().create_item)
@@ -380,20 +393,16 @@ class SeqDL(TfmdDL):
         o = super().create_item(s)
         try: return self.after_item(o)
         except _FramesDiffer as e:
-            lf = _loader_at(self.dataset, e.pos if isinstance(o, tuple) else None)
-            if lf is None: raise
+            lfs = find_load_frames(self.dataset, e.pos if isinstance(o, tuple) else None)
+            if not lfs: raise
+            lf = lfs[0]
             src = getattr(lf, '_src', None)  # set when this process loaded item `s`, just above
             src = src if src is not None else f'item {s or 0} of the dataset'
             x = lf._fail(SeqError(_differ_msg(src, e.shapes)))
             raise x from None
 
     def _replaced(self, s, f):
-        "`f(s)`, or, if item `s` was skipped, `f` of the first loadable item after it (videos decoded to `leading_resize`)"
-        tok = _DECODER_RESIZE.set(leading_resize(self))
-        try: return self._first_loadable(s, f)
-        finally: _DECODER_RESIZE.reset(tok)
-
-    def _first_loadable(self, s, f):
+        "`f(s)`, or, if item `s` was skipped, `f` of the first loadable item after it"
         try: return f(s)
         except SkippedItem as e:
             if not self.indexed: raise
@@ -410,7 +419,7 @@ class SeqDL(TfmdDL):
 
     def before_iter(self):
         super().before_iter()
-        self._skip_start = [len(f.skip_log) for f in _load_tfms(self.dataset)]
+        self._skip_start = [len(f.skip_log) for f in find_load_frames(self.dataset)]
         if self.fake_l.num_workers:  # the real count: `self.num_workers` is 1 in the main process (a worker's own view)
             _index_videos(self)
             before_fork()  # a PyAV decoder left in a reference cycle (by an exception's traceback) is freed here, not in a worker
@@ -418,7 +427,7 @@ class SeqDL(TfmdDL):
     def after_iter(self):
         "Warn once about the items skipped during this pass, in the main process (workers log them to a shared file)"
         super().after_iter()
-        tfms, start = _load_tfms(self.dataset), getattr(self, '_skip_start', None)
+        tfms, start = find_load_frames(self.dataset), getattr(self, '_skip_start', None)
         if start is None or len(start)!=len(tfms): return
         msgs = list(dict.fromkeys(m for f,n0 in zip(tfms, start) for m in f.skip_log.read()[n0:]))  # unique, in order
         self.skipped = L(msgs)
@@ -432,7 +441,7 @@ def _index_videos(dl):
     # Each file is indexed once, whatever the start method of the workers (fresh ones every pass): forked workers inherit
     # this process's cache; spawn/forkserver ones (Windows, Python 3.14's Linux default) unpickle `dl` (`_FakeLoader.d`), whose
     # `_vindex` seeds their cache. Without workers, no pool: each file is indexed when first read, in this process.
-    lfs, items = _load_tfms(dl.dataset), getattr(dl.dataset, 'items', None)
+    lfs, items = find_load_frames(dl.dataset), getattr(dl.dataset, 'items', None)
     if not lfs or items is None: return
     vids = [o for o in items if isinstance(o, (str, Path)) and _is_video(o)]
     dl._vindex = index_videos(vids, n_workers=dl.fake_l.num_workers, max_pixels=lfs[0].max_pixels, stream=lfs[0].stream)
@@ -506,6 +515,14 @@ def apply_per_step(x:ImageSeq, f) -> ImageSeq:
     if x.ndim==4: return apply_per_step(ImageSeq(x[None]), f)[0]
     return ImageSeq(torch.stack([TensorBase(f(TensorImage(x[:,t]))) for t in range(x.shape[1])], dim=1))
 
+def _smooth_grid_sample(x:Tensor, coords:Tensor, mode:str='bilinear', padding_mode:str='reflection', align_corners=None) -> Tensor:
+    "`F.grid_sample` as fastai's augmentations call it: a bilinear resampling that shrinks `x` by more than 2x area-averages it first"
+    if mode=='bilinear':
+        z = 2/(coords.max()-coords.min()).item()  # the affine zoom (>1: zooming in)
+        d = min(x.shape[-2]/coords.shape[-2], x.shape[-1]/coords.shape[-1])/2  # the resize, with 100% margin
+        if d>1 and d>z: x = F.interpolate(x, scale_factor=1/d, mode='area', recompute_scale_factor=True)
+    return F.grid_sample(x, coords, mode=mode, padding_mode=padding_mode, align_corners=align_corners)
+
 @patch
 def affine_coord(x:ImageSeq, mat=None, coord_tfm=None, sz=None, mode='bilinear', pad_mode=PadMode.Reflection, align_corners=True):
     "`TensorImage.affine_coord` with one transform per sequence: its sampling grid, built once, resamples all its frames"
@@ -513,13 +530,13 @@ def affine_coord(x:ImageSeq, mat=None, coord_tfm=None, sz=None, mode='bilinear',
     if mat is None and coord_tfm is None and sz is None: return x
     b,t,c = x.shape[:3]
     size = tuple(x.shape[-2:]) if sz is None else (sz,sz) if isinstance(sz,int) else tuple(sz)
-    if mat is None: mat = _init_mat(x)[:,:2]
+    if mat is None: mat = torch.eye(3, device=x.device).float()[None,:2].expand(b, 2, 3)  # the identity
     coords = affine_grid(mat, (b,c)+size, align_corners=align_corners)
     if coord_tfm is not None: coords = coord_tfm(coords)
     # every frame of a sequence shares its grid: one `grid_sample` over the `B*T` frames (same pixels as frame by frame)
     coords = TensorBase(coords)[:,None].expand(b, t, *coords.shape[1:]).reshape(b*t, *coords.shape[1:])
-    out = _grid_sample(TensorBase(x).reshape(b*t, *x.shape[2:]), coords, mode=mode, padding_mode=pad_mode,
-                       align_corners=align_corners)
+    out = _smooth_grid_sample(TensorBase(x).reshape(b*t, *x.shape[2:]), coords, mode=mode, padding_mode=pad_mode,
+                             align_corners=align_corners)
     return ImageSeq(out.reshape(b, t, *out.shape[1:]))
 
 def _strip_hw(o, max_frames:int=None) -> tuple|None:
@@ -535,7 +552,14 @@ def _strip_hw(o, max_frames:int=None) -> tuple|None:
     k = min(k, max_frames) if max_frames else k
     return int(h), int(k*w + 2*(k-1))   # `frames_strip`: 2 white pixels between frames
 
-def _seq_grid(n:int, ncols:int, max_frames:int, figsize=None, title=None, strips=()):
+def seq_grid(
+    n:int, # Rows
+    ncols:int, # Strips per row (input, target, prediction, ...)
+    max_frames:int, # Frames drawn per strip at most
+    figsize=None, # The figure's size; None: from the strips' aspect
+    title=None, # The figure's title
+    strips=(), # The sequences to draw, whose frame sizes set the figure's size
+):
     "Axes for `n` rows of `ncols` frame strips, the figure sized to `strips` (sequences to draw) and laid out so no title overlaps another"
     if figsize is None:
         hws = [hw for hw in (_strip_hw(o, max_frames) for o in strips) if hw]
@@ -546,11 +570,13 @@ def _seq_grid(n:int, ncols:int, max_frames:int, figsize=None, title=None, strips
     _,axs = get_grid(n*ncols, nrows=n, ncols=ncols, figsize=figsize, title=title, return_fig=True, layout='constrained')
     return axs
 
+_seq_grid = seq_grid  # the old name, imported by learner.py until it imports `seq_grid`
+
 @dispatch
 def show_batch(x:ImageSeq, y, samples, ctxs=None, max_n:int=6, nrows=None, ncols=None, figsize=None, max_frames:int=8, **kwargs):
     "Each sample as a strip of frames, titled with its label"
     n = min(len(samples), max_n)
-    if ctxs is None: ctxs = _seq_grid(n, 1, max_frames, figsize, strips=samples.itemgot(0)[:n])
+    if ctxs is None: ctxs = seq_grid(n, 1, max_frames, figsize, strips=samples.itemgot(0)[:n])
     return get_show_batch_func(object)(x, y, samples, ctxs=ctxs, max_n=n, max_frames=max_frames, **kwargs)
 
 def _show_label(o, ctx, **kwargs):
@@ -562,7 +588,7 @@ def _show_label(o, ctx, **kwargs):
 def show_batch(x:ImageTuple, y, samples, ctxs=None, max_n:int=6, nrows=None, ncols=None, figsize=None, max_frames:int=8, **kwargs):
     "A batch of `ImageTuple`s (tuples of `(B,C,H,W)` frames, as the UCF101 tutorial's pipeline yields): one strip per sample, its label as title"
     n = min(len(samples), max_n)
-    if ctxs is None: ctxs = _seq_grid(n, 1, max_frames, figsize, strips=[s[0] for s in samples[:n]])
+    if ctxs is None: ctxs = seq_grid(n, 1, max_frames, figsize, strips=[s[0] for s in samples[:n]])
     for s,c in zip(samples[:n], ctxs):
         ImageTuple(s[0]).show(ctx=c, max_frames=max_frames, **kwargs)
         for o in s[1:]: _show_label(o, c)
@@ -572,7 +598,7 @@ def show_strip_rows(cols, n:int, ctxs=None, figsize=None, max_frames:int=10, tit
     "Row `i` of the figure: the `i`-th sequence of each of `cols` (input, target, ...) as strips; `wrap` makes them showable"
     cols = [list(c)[:n] for c in cols]
     k = len(cols)
-    if ctxs is None: ctxs = _seq_grid(n, k, max_frames, figsize, title=title, strips=[o for c in cols for o in c])
+    if ctxs is None: ctxs = seq_grid(n, k, max_frames, figsize, title=title, strips=[o for c in cols for o in c])
     for i,col in enumerate(cols):
         ctxs[i::k] = [(o if wrap is None else wrap(o)).show(ctx=c, max_frames=max_frames, **kwargs) for o,c in zip(col, ctxs[i::k])]
     return ctxs

@@ -93,6 +93,23 @@ def test_frames_strip_and_show():
     ax = ImageSeq.create(torch.rand(3,1,8,8)).show()  # grayscale float
     assert ax.images[0].get_cmap().name == 'gray'
 
+def test_to_uint8_hwc():
+    "One frame to uint8 (H,W,C), one function for strips, GIFs and list-of-frames loading; `keep_channel=False` for PIL"
+    from fastai_seq.core import to_uint8_hwc
+    rgb = make_frames(1)[0]                                           # (32,48,3) uint8
+    chw = torch.from_numpy(rgb).permute(2,0,1)
+    for img in (rgb, chw, chw.float()/255, rgb.transpose(2,0,1), rgb/255., Image.fromarray(rgb), chw.double()/255):
+        a = to_uint8_hwc(img)
+        assert a.dtype==np.uint8 and a.shape==(32, 48, 3) and np.array_equal(a, rgb), type(img)
+    grey = rgb[..., 0]
+    for img in (grey, grey[None], torch.from_numpy(grey)[None], Image.fromarray(grey), grey[..., None]):
+        assert to_uint8_hwc(img).shape==(32, 48, 1) and to_uint8_hwc(img, keep_channel=False).shape==(32, 48), type(img)
+        assert np.array_equal(to_uint8_hwc(img, keep_channel=False), grey)
+    assert to_uint8_hwc(torch.tensor([[[-0.5, 0.5, 2.]]])).ravel().tolist() == [0, 128, 255]   # floats clipped to [0,1]
+    assert to_uint8_hwc(np.array([[-3, 7, 300]])).ravel().tolist() == [0, 7, 255]            # ints clipped to [0,255]
+    assert to_uint8_hwc(torch.rand(3, 4, 5, dtype=torch.bfloat16)).shape == (4, 5, 3)
+    assert to_uint8_hwc(np.zeros((5, 6, 4), np.uint8)).shape == (5, 6, 4)  # RGBA (H,W,4) stays as it is
+
 def test_imagetuple():
     frames = [PILImage.create(f) for f in make_frames(5)]
     t = ImageTuple.create(frames)

@@ -155,6 +155,29 @@ def test_sequence_affine_equals_frame_by_frame():
     one = ImageSeq(x[0]).affine_coord(mat[:1], sz=32)  # a single (T,C,H,W) sequence
     assert one.shape == (5, 3, 32, 32) and torch.equal(TensorBase(one), TensorBase(x[:1].affine_coord(mat[:1], sz=32)[0]))
 
+def test_affine_resampling_is_fastais():
+    "Our resampling (`_smooth_grid_sample`, the identity when no matrix is given) gives fastai's pixels, its private helpers aside"
+    from fastai.vision.augment import _grid_sample, _init_mat  # fastai's private functions: compared with, never used
+    from fastai.vision.all import TensorImage, affine_grid
+    import fastai_seq.data as fsd
+    g = torch.Generator().manual_seed(0)
+    for shape, sz, zoom in (((2, 3, 64, 64), 16, 1.), ((2, 3, 64, 80), 24, 0.4), ((3, 1, 20, 30), 40, 1.5), ((1, 3, 33, 17), 8, 3.)):
+        x = torch.rand(*shape, generator=g)
+        b = shape[0]
+        mat = _init_mat(x)[:, :2].clone()
+        mat[:, :, :2] *= zoom
+        mat[:, :, 2] = torch.rand(b, 2, generator=g)*0.4-0.2
+        coords = affine_grid(mat, (b, shape[1], sz, sz), align_corners=True)
+        coords = coords + torch.rand(coords.shape, generator=g)*0.05  # a warp
+        for mode in ('bilinear', 'nearest'):
+            for pad in ('reflection', 'zeros', 'border'):
+                kw = dict(mode=mode, padding_mode=pad, align_corners=True)
+                assert torch.equal(fsd._smooth_grid_sample(x, coords, **kw), _grid_sample(x, coords, **kw)), (shape, mode, pad)
+        seq = ImageSeq(x[:, None].expand(b, 4, *shape[1:]).clone())  # no matrix: the identity, resized to `sz`
+        ref = TensorImage(x).affine_coord(sz=sz)
+        out = seq.affine_coord(sz=sz)
+        assert all(torch.equal(TensorBase(out[:, t]), TensorBase(ref)) for t in range(4)), shape
+
 def test_item_tfms_one_param_set_per_sequence(tmp_path):
     frames = np.repeat(make_frames(1, 40, 40), 6, 0)
     frames[..., :20, 0] = 250  # asymmetric content so flips and crops show

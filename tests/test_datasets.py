@@ -114,6 +114,31 @@ def test_load_errors(tmp_path):
     (tmp_path/'empty').mkdir()
     with pytest.raises(DigitsError, match=r'empty: no MNIST digits.*Accepted'): load_mnist_digits(tmp_path/'empty')
 
+def test_sequence_file_errors_are_their_own(tmp_path):
+    "A Moving MNIST sequence file raises `MovingMNISTError` naming it and the fix; `except DigitsError` still catches it"
+    import fastai_seq.all as fa
+    assert fa.MovingMNISTError is MovingMNISTError and issubclass(MovingMNISTError, SeqError)
+    for name, a, pat in (('f.npy', np.zeros((20, 2, 64, 64), np.float32), r'f\.npy: dtype float32, expected uint8.*to_npy'),
+                         ('c.npy', np.zeros((20, 2, 1, 64, 64), np.uint8), r'c\.npy: shape .* has a channel axis.*squeeze'),
+                         ('s.npy', np.zeros((20, 64, 64), np.uint8), r's\.npy: an array of shape \(20, 64, 64\)')):
+        np.save(tmp_path/name, a)
+        with pytest.raises(MovingMNISTError, match=pat): load_moving_mnist(tmp_path/name)
+        with pytest.raises(DigitsError): load_moving_mnist(tmp_path/name)  # code written when these were `DigitsError`s
+    (tmp_path/'j.npy').write_bytes(b'junk')
+    with pytest.raises(MovingMNISTError, match=r'j\.npy: cannot load it with numpy'): MovingMNISTFile(tmp_path/'j.npy')
+    np.savez(tmp_path/'z.npz', a=np.zeros(3))
+    with pytest.raises(MovingMNISTError, match=r'z\.npz: an \.npz archive'): load_moving_mnist(tmp_path/'z.npz')
+    with pytest.raises(DigitsError) as e: load_mnist_digits(tmp_path/'j.npy')  # digit files: `DigitsError`, never the other
+    assert not isinstance(e.value, MovingMNISTError)
+
+def test_helpers_shared_by_the_dataset_files_are_public():
+    "`as_digits` and `paste_digits` are plain public names of the file whose job they are (not exported)"
+    from fastai_seq.datasets import mnist, moving_mnist, motion_videos
+    assert motion_videos.as_digits is mnist.as_digits and motion_videos.paste_digits is moving_mnist.paste_digits
+    assert 'as_digits' not in mnist.__all__ and 'paste_digits' not in moving_mnist.__all__
+    d = mnist.as_digits(np.ones((2, 1, 4, 4)))
+    assert d.dtype == np.uint8 and d.shape == (2, 4, 4) and (d == 255).all()
+
 # ------------------------------------------------------------------------------------------------------ embedded digits
 def test_embedded_digits():
     d = embedded_digits()

@@ -46,7 +46,7 @@ def test_moving_mnist_package_readme(data_dir, tmp_path, monkeypatch):
     x, y = ds[0]
     assert x.shape == (5, 1, 64, 64) and y.shape == (5, 1, 64, 64) and len(ds) == 10_000 and 0 <= x.min() < x.max() <= 1
     train_tl = TfmdLists(range(32), ImageTupleTransform(ds))   # CHANGED: range(500) -> 32 (tiny)
-    valid_tl = TfmdLists(range(8), ImageTupleTransform(ds))    # CHANGED: range(100) -> 8
+    valid_tl = TfmdLists(range(8), ImageTupleTransform(ds, train=False))   # CHANGED: range(100) -> 8; train=False: fixed ds[i]
     dls = DataLoaders.from_dsets(train_tl, valid_tl, bs=8,
                                  after_batch=[Normalize.from_stats(*mnist_stats)])   # CHANGED: .cuda() dropped
     xb, yb = dls.one_batch()
@@ -396,21 +396,23 @@ def test_moving_mnist_package_call_and_existing_uses(data_dir):
     mm = MovingMNIST(digits=np.full((1, 28, 28), 255, np.uint8), n_obj=[1, 3], n_in=1, n_out=0, length=64)
     ink = [float(mm[i][0].sum()) for i in range(64)]
     assert len({round(v) for v in ink}) > 1
-    # the transform: training fresh at every call, validation the fixed ds[i]
+    # the transform's role is its argument: fresh sequences at every call (the default, as the package drew both lists),
+    # or the fixed ds[i] with train=False; neither the order they are made in nor the TfmdLists they go in changes it
     ds2 = MovingMNIST(n_in=2, n_out=2, n_obj=2)
-    tr, va = ImageTupleTransform(ds2), ImageTupleTransform(ds2)
-    TfmdLists(range(4), tr), TfmdLists(range(4), va)
-    assert tr.train is True and va.train is False
-    # re-running a notebook's train_tl line, then its valid_tl line: the roles alternate, never training on ds[i]
-    tr2 = ImageTupleTransform(ds2); TfmdLists(range(4), tr2)
-    va2 = ImageTupleTransform(ds2); TfmdLists(range(4), va2)
-    assert tr2.train is True and va2.train is False
+    va, va2, tr = ImageTupleTransform(ds2, train=False), ImageTupleTransform(ds2, train=False), ImageTupleTransform(ds2)
+    tls = [TfmdLists(range(4), t) for t in (va, tr, va2, ImageTupleTransform(ds2))]
+    assert [t.train for t in (va, tr, va2)] == [False, True, False] and tls[-1].tfms[0].train is True
+    assert not hasattr(ds2, '_tuple_roles')  # nothing written on the dataset
     a, b = tr(0), tr(0)
     assert isinstance(a[0], ImageTuple) and isinstance(a[0][0], TensorImageBW) and a[0][0].shape == (1, 64, 64)
     assert not _eq(a[0][0], b[0][0])
-    assert _eq(va(1)[0][0], ds2[1][0][0]) and _eq(va(1)[1][1], ds2[1][1][1])
-    assert ImageTupleTransform(ds2, train=False).train is False
+    assert _eq(va(1)[0][0], ds2[1][0][0]) and _eq(va(1)[1][1], ds2[1][1][1]) and _eq(tls[2][1][0][0], ds2[1][0][0])
     with pytest.raises(TypeError, match='MovingMNIST'): ImageTupleTransform(range(3))
+    with pytest.raises(TypeError, match=r'train is True .* or False .*got None'): ImageTupleTransform(ds2, train=None)
+    # the package's two lines, verbatim, still build: both lists draw fresh sequences, as the package's did
+    pkg = DataLoaders.from_dsets(TfmdLists(range(4), ImageTupleTransform(ds2)), TfmdLists(range(4), ImageTupleTransform(ds2)), bs=2)
+    v1, v2 = pkg.valid.one_batch()[0][0], pkg.valid.one_batch()[0][0]
+    assert v1.shape == (2, 1, 64, 64) and not _eq(v1, v2)
 
 # ----------------------------------------------------------------------------------------- show methods, ImageTuple
 def test_imagetuple_show_methods_one_figure():

@@ -43,7 +43,10 @@ def _read_idx_images(fn:Path) -> np.ndarray:
                           "bytes: it is truncated or corrupt, get it again.")
     return np.frombuffer(b, np.uint8, offset=16).reshape(n, h, w).copy()
 
-def _as_digits(a, src='digits') -> np.ndarray:
+def as_digits(
+    a, # Digit images: `(N,h,w)`, `(N,784)`, `(N,1,h,w)` or `(N,h,w,1)`; uint8 in [0,255], or floats in [0,1]
+    src='digits', # What to name in errors: the file or array they came from
+) -> np.ndarray:
     "Check and convert an array of digits to `(N,h,w)` uint8 (floats in [0,1] are scaled by 255)"
     a = np.asarray(a.detach().cpu() if isinstance(a, Tensor) else a)
     if a.ndim==2 and a.shape[1]==784: a = a.reshape(-1, 28, 28)
@@ -95,7 +98,7 @@ def _read_array_file(fn:Path, labels:bool=False):
     except Exception as e: raise DigitsError(f"{fn}: cannot load it with numpy ({type(e).__name__}: {e}). {_FORMATS}") from e
     if isinstance(z, np.ndarray):
         if labels: raise DigitsError(f"{fn}: a single array holds no labels; save an .npz with x_train/y_train (or x_test/y_test).")
-        return _as_digits(z, fn), None
+        return as_digits(z, fn), None
     with z:
         keys = list(z.keys())
         xs = [k for k in ('x_train', 'x_val', 'x_valid', 'x_test') if k in keys]
@@ -103,7 +106,7 @@ def _read_array_file(fn:Path, labels:bool=False):
         if not xs and len(keys)==1: xs = keys
         if not xs: raise DigitsError(f"{fn}: cannot tell which of the arrays {keys} holds the digits; name it x_train/x_test "
                                      "or save a single array.")
-        x = np.concatenate([_as_digits(z[k], f'{fn}[{k!r}]') for k in xs])
+        x = np.concatenate([as_digits(z[k], f'{fn}[{k!r}]') for k in xs])
         if not labels: return x, None
         missing = [_LABEL_KEYS.get(k, f'labels for {k}') for k in xs if _LABEL_KEYS.get(k) not in keys]
         if missing: raise DigitsError(f"{fn}: no labels {missing} for the digits {xs} (arrays: {keys}); save them beside the digits.")

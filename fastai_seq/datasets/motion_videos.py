@@ -3,8 +3,8 @@ from __future__ import annotations
 from fractions import Fraction
 from pathlib import Path
 import numpy as np
-from .mnist import embedded_digits, load_mnist_digits, _as_digits
-from .moving_mnist import _paste_digits
+from .mnist import embedded_digits, load_mnist_digits, as_digits
+from .moving_mnist import paste_digits
 
 __all__ = ['MOTIONS', 'make_moving_videos']
 
@@ -76,7 +76,7 @@ def _motion_clips(n_per_class:int, n_frames:int, size:int, classes:list, digits,
     if bad: raise ValueError(f"Unknown motion classes {bad}: use keys of MOTIONS {list(MOTIONS)}.")
     if names not in ('class', 'ucf'): raise ValueError(f"names must be 'class' or 'ucf', got {names!r}")
     if n_frames<2: raise ValueError(f"n_frames must be >= 2 to show any motion, got {n_frames}")
-    digs = embedded_digits() if digits is None else (load_mnist_digits(digits) if isinstance(digits, (str, Path)) else _as_digits(digits))
+    digs = embedded_digits() if digits is None else (load_mnist_digits(digits) if isinstance(digits, (str, Path)) else as_digits(digits))
     h,w = digs.shape[1:]
     if speed[0]<=0 or speed[1]<speed[0]: raise ValueError(f"speed must be a range (lo, hi) with 0 < lo <= hi, got {speed}")
     if speed[1]*(n_frames-1)>size-max(h, w):
@@ -99,7 +99,7 @@ def _motion_clips(n_per_class:int, n_frames:int, size:int, classes:list, digits,
     ink = _motion_positions(rng, n, n_frames, dirs, travel, speed)                         # top-left of the ink box
     pos = np.floor(ink+0.5).astype(np.intp).clip(0, travel.astype(np.intp)[:, None])-first[:, None]   # of the digit image
     m = int(max(first.max(), (np.array([h-1, w-1])-last).max()))   # render with a margin for the image's empty part, then crop
-    big = _paste_digits(np.zeros((n, n_frames, size+2*m, size+2*m), np.uint8), digs, idx[:, None], (pos+m)[:, :, None])
+    big = paste_digits(np.zeros((n, n_frames, size+2*m, size+2*m), np.uint8), digs, idx[:, None], (pos+m)[:, :, None])
     frames = big[:, :, m:m+size, m:m+size]
     level = rng.uniform(0.7, 1.0, (n, 1, 1, 1)).astype(np.float32)   # digit brightness, per clip
     bg = rng.uniform(0, 30, (n, 1, 1, 1)).astype(np.float32)          # background level, per clip

@@ -11,15 +11,20 @@ from fastai.data.core import Datasets, TfmdDL, DataLoaders
 from fastai.torch_core import TensorBase, TensorImageBW
 from ..core import ImageSeq, ImageSeqBW, ImageTuple, SeqError
 from ..data import IntToFloatSeq
-from .mnist import DigitsError, load_mnist_digits, embedded_digits, _as_digits
+from .mnist import DigitsError, load_mnist_digits, embedded_digits, as_digits
 
 __all__ = ['MovingMNIST', 'ImageTupleTransform', 'MovingMNISTFrames', 'MovingMNISTDL', 'moving_mnist_dls',
-           'load_moving_mnist', 'MovingMNISTFile', 'moving_mnist_test_dl', 'srivastava_positions']
+           'MovingMNISTError', 'load_moving_mnist', 'MovingMNISTFile', 'moving_mnist_test_dl', 'srivastava_positions']
 
 # --------------------------------------------------------------------------------------------------------------- render
 _BLOCK = 32  # sequences pasted per step: keeps the working set of a step in the CPU cache
 
-def _paste_digits(out:np.ndarray, digits:np.ndarray, idx:np.ndarray, pos:np.ndarray) -> np.ndarray:
+def paste_digits(
+    out:np.ndarray, # The zeroed uint8 canvas `(n,T,S,S)`, written in place
+    digits:np.ndarray, # Digit images `(N,h,w)` uint8
+    idx:np.ndarray, # `(n,K)` which digit is the `k`-th of sequence `i`; -1: none
+    pos:np.ndarray, # `(n,T,K,2)` integer top-left (y,x) of each digit in each frame; the digit must fit in the canvas
+) -> np.ndarray:
     "Max-combine `digits[idx[i,k]]` at top-left `pos[i,t,k]` into the zeroed uint8 canvas `out` `(n,T,S,S)`; `idx` -1: no digit"
     # A digit padded with zeros to the canvas width S and flattened is one run of (h-1)*S+w bytes; written at flat offset
     # r*S+c of a frame, its rows land at columns c..c+w of rows r..r+h-1 and its padding (zeros) on pixels around them,
@@ -76,7 +81,7 @@ class MovingMNIST:
         self.length = int(length)
         self.digits_src = digits if isinstance(digits, (str, Path)) else None
         self._from_array = digits is not None and self.digits_src is None
-        self._digits = None if digits is None else (load_mnist_digits(digits) if self.digits_src is not None else _as_digits(digits))
+        self._digits = None if digits is None else (load_mnist_digits(digits) if self.digits_src is not None else as_digits(digits))
         self.n_digits = [int(o) for o in listify(n_digits)]
         if not self.n_digits or min(self.n_digits)<0 or max(self.n_digits)<1:
             raise ValueError(f"n_digits must be a count >= 1 or a list of counts >= 0 (not all 0), got {n_digits!r}")
@@ -135,7 +140,7 @@ class MovingMNIST:
             if out.shape!=shape or out.dtype!=np.uint8 or not out.flags.c_contiguous:
                 raise ValueError(f"out must be a C-contiguous uint8 array of shape {shape}, got {out.dtype} {out.shape}")
             out.fill(0)
-        return _paste_digits(out, self.digits, params['idx'], pos)
+        return paste_digits(out, self.digits, params['idx'], pos)
 
     def generate(self,
         n:int, # Number of sequences
@@ -228,25 +233,19 @@ class MovingMNIST:
 
 class ImageTupleTransform(Transform):
     "As in the moving_mnist package: item `i` -> `(ImageTuple, ImageTuple)` of float `TensorImageBW` frames `(1,H,W)` in [0,1]"
-    # `TfmdLists` index it with `range(n)` for training and validation alike, so the role of each transform is its own:
-    # training draws fresh random sequences at every call (seeded from torch's RNG, so `set_seed` and worker processes
-    # behave), validation reads the fixed sequences `ds[i]`, the same every epoch and run.
+    # `TfmdLists` index it with `range(n)` for training and validation alike, so each transform is told its role: training
+    # draws fresh random sequences at every call (seeded from torch's RNG, so `set_seed` and worker processes behave), as
+    # the package did for both lists; validation (`train=False`) reads the fixed sequences `ds[i]`, the same every epoch and run.
     def __init__(self,
         ds:MovingMNIST, # The generator; `ds[i]` gives the fixed (validation) sequences
-        train:bool=None, # Fresh sequences each call (True) or the fixed `ds[i]` (False); None: as set up in `TfmdLists` on `ds`, training, validation, training, ...
+        train:bool=True, # Fresh sequences at every call (True, the package's behaviour) or the fixed `ds[i]` (False: for `valid_tl`)
     ):
         super().__init__()
         if not isinstance(ds, MovingMNIST): raise TypeError(f"ImageTupleTransform takes a MovingMNIST, got {type(ds).__name__}")
-        self.ds,self.train = ds,train
-
-    def setups(self, items):
-        "With `train=None`, transforms set up by a `TfmdLists` on one `ds` alternate: training (the package's `train_tl`), validation, ..."
-        # alternating (not "only the first trains") keeps re-running the `train_tl` line of a notebook from reading the fixed
-        # validation sequences for training
-        if self.train is None:
-            n_train,n_fixed = getattr(self.ds, '_tuple_roles', (0, 0))
-            self.train = n_fixed>=n_train
-            self.ds._tuple_roles = (n_train+self.train, n_fixed+(not self.train))
+        if train not in (True, False):  # None, the old default that guessed the role from construction order, included
+            raise TypeError(f"ImageTupleTransform: train is True (fresh sequences, for train_tl) or False (the fixed ds[i], "
+                            f"for valid_tl), got {train!r}")
+        self.ds,self.train = ds,bool(train)
 
     @staticmethod
     def _tuple(frames) -> ImageTuple: return ImageTuple(TensorImageBW(f) for f in frames)
@@ -354,6 +353,10 @@ def moving_mnist_dls(
 # `MovingMNIST.srivastava(n)` (and `to_npy(..., srivastava=True)`) makes sequences with their construction exactly (step
 # first, clamp, truncate; tested against a line-by-line port of their loops), for numbers comparable bit for bit.
 
+class MovingMNISTError(DigitsError):
+    "A Moving MNIST sequence file that cannot be read: the message names the file and says how to write a readable one"
+    # a `DigitsError` subclass only so that `except DigitsError`, which caught these errors before this class existed, still does
+
 _MM_HELP = ("Moving MNIST files are uint8 arrays of shape (20, N, 64, 64) (the standard mnist_test_seq.npy, time-major) or "
             "(N, 20, 64, 64) (sequence-major); write one with MovingMNIST(...).to_npy(fn, n).")
 
@@ -380,16 +383,16 @@ def load_moving_mnist(
     fn = Path(fn).expanduser()
     if not fn.is_file(): raise FileNotFoundError(f"{fn}: no such file. {_MM_HELP}")
     try: a = np.load(fn, mmap_mode='r' if mmap else None, allow_pickle=False)
-    except Exception as e: raise DigitsError(f"{fn}: cannot load it with numpy ({type(e).__name__}: {e}). {_MM_HELP}") from e
-    if not isinstance(a, np.ndarray): raise DigitsError(f"{fn}: an .npz archive, not a single array. {_MM_HELP}")
+    except Exception as e: raise MovingMNISTError(f"{fn}: cannot load it with numpy ({type(e).__name__}: {e}). {_MM_HELP}") from e
+    if not isinstance(a, np.ndarray): raise MovingMNISTError(f"{fn}: an .npz archive, not a single array. {_MM_HELP}")
     if a.ndim==5 and 1 in a.shape[2:3]+a.shape[4:]:
-        raise DigitsError(f"{fn}: shape {a.shape} has a channel axis; save the frames without it, e.g. "
+        raise MovingMNISTError(f"{fn}: shape {a.shape} has a channel axis; save the frames without it, e.g. "
                           f"np.save(fn, a.squeeze({2 if a.shape[2]==1 else 4})). {_MM_HELP}")
-    if a.ndim!=4 or 0 in a.shape: raise DigitsError(f"{fn}: an array of shape {a.shape}, not (T,N,H,W) or (N,T,H,W). {_MM_HELP}")
+    if a.ndim!=4 or 0 in a.shape: raise MovingMNISTError(f"{fn}: an array of shape {a.shape}, not (T,N,H,W) or (N,T,H,W). {_MM_HELP}")
     if a.dtype!=np.uint8:
         hint = (" Floats in [0,1]: save (a*255).round().astype(np.uint8)." if np.issubdtype(a.dtype, np.floating) else
                 " Save a.astype(np.uint8) if its values are gray levels in [0,255].")
-        raise DigitsError(f"{fn}: dtype {a.dtype}, expected uint8.{hint} {_MM_HELP}")
+        raise MovingMNISTError(f"{fn}: dtype {a.dtype}, expected uint8.{hint} {_MM_HELP}")
     return a.transpose(1, 0, 2, 3) if _mm_layout(a, fn, layout)=='TN' else a
 
 def srivastava_positions(
@@ -427,7 +430,7 @@ def srivastava(self:MovingMNIST,
     pos = srivastava_positions(n*K, self.n_frames, float(self.travel[0]), step, rng)
     pos = pos.reshape(n, K, self.n_frames, 2).transpose(0, 2, 1, 3)   # their trajectory j*K+k is digit k of sequence j
     p = self.sample(n, rng)   # digit indices and counts, drawn after the trajectories
-    return _paste_digits(np.zeros((n, self.n_frames, self.size, self.size), np.uint8), self.digits, p['idx'], np.ascontiguousarray(pos))
+    return paste_digits(np.zeros((n, self.n_frames, self.size, self.size), np.uint8), self.digits, p['idx'], np.ascontiguousarray(pos))
 
 @patch
 def to_npy(self:MovingMNIST,
