@@ -13,9 +13,10 @@ from fastai_seq.registry import list_archs, arch_info, create_seq_model
 from fastai_seq.models.classify import *
 from fastai_seq.models.classify import _coords, _prev_diff
 from fastai_seq.models.kinetics import *
+from fastai_seq.models.pretrained import *
 
 ARCHS = list_archs(task='classify')
-KINETICS = ['r3d_18', 'mc3_18', 's3d', 'mvit_v2_s', 'swin3d_t']
+KINETICS = ['r2plus1d', 'r3d_18', 'mc3_18', 's3d', 'mvit_v2_s', 'swin3d_t']
 
 pytestmark = pytest.mark.usefixtures('one_thread')   # conftest: one torch thread for this module
 
