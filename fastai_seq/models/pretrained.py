@@ -65,11 +65,10 @@ def first_conv_for(
         with torch.no_grad():
             w = old.weight
             if channels==1: new.weight.copy_(w.sum(1, keepdim=True))
-            elif cls is nn.Conv3d:
-                new.weight.copy_(w.mean(1, keepdim=True).repeat(1,channels,1,1,1)*3/channels)
-                if old.bias is not None: new.bias.copy_(old.bias)
+            elif cls is nn.Conv3d: new.weight.copy_(w.mean(1, keepdim=True).repeat(1,channels,1,1,1)*3/channels)
             elif channels==2: new.weight.copy_(w[:,:2]*1.5)
             else: new.weight[:,:3] = w; new.weight[:,3:] = 0
+            if cls is nn.Conv3d and old.bias is not None: new.bias.copy_(old.bias)
     _set_submodule(model, name, new)
     return model
 
