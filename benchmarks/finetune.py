@@ -11,7 +11,7 @@ from fastcore.script import call_parse
 from fastai.vision.all import (DataBlock, CategoryBlock, parent_label, Resize, Normalize, imagenet_stats, set_seed,
                                Callback, CancelFitException)
 from fastai_seq.all import *
-from fastai_seq.models.classify import local_weights, frame_body
+from fastai_seq.models.pretrained import local_weights, frame_body
 from fastai_seq.__main__ import console_logging
 
 class Deadline(Callback):

@@ -61,7 +61,6 @@ def to_uint8_hwc(
     if keep_channel: return a[...,None] if a.ndim==2 else a
     return a[...,0] if a.ndim==3 and a.shape[-1]==1 else a
 
-_to_uint8_hwc = to_uint8_hwc  # the old name, imported by tracking.py until it imports `to_uint8_hwc`
 
 def frames_strip(frames, max_frames:int=8, gap:int=2) -> np.ndarray:
     "Frames side by side in one uint8 `(H,W,C)` image, `max_frames` evenly spaced ones at most, `gap` white pixels apart"

@@ -570,7 +570,6 @@ def seq_grid(
     _,axs = get_grid(n*ncols, nrows=n, ncols=ncols, figsize=figsize, title=title, return_fig=True, layout='constrained')
     return axs
 
-_seq_grid = seq_grid  # the old name, imported by learner.py until it imports `seq_grid`
 
 @dispatch
 def show_batch(x:ImageSeq, y, samples, ctxs=None, max_n:int=6, nrows=None, ncols=None, figsize=None, max_frames:int=8, **kwargs):

@@ -14,13 +14,13 @@ from fastai.data.core import DataLoaders
 from fastai.data.transforms import Normalize
 from fastai.vision.core import imagenet_stats
 from .core import ImageSeq, ImageTuple
-from .data import show_strip_rows, _seq_grid
+from .data import show_strip_rows, seq_grid
 from .metrics import MSE, MAE, SSIM, PSNR, TopKAccuracy, get_norm_stats
 from .callbacks import ReleaseLossGrad
 from .registry import TASKS, arch_info, list_archs
 from .models.hf import ClipSpec, is_hf_arch, hf_clip_spec
 
-__all__ = ['seq_learner', 'clip_spec', 'pretrained_defaults', 'default_metrics', 'infer_task', 'model_kwargs_from_dls', 'create_seq_model',
+__all__ = ['seq_learner', 'clip_spec', 'ClipSpec', 'pretrained_defaults', 'default_metrics', 'infer_task', 'model_kwargs_from_dls', 'create_seq_model',
            'show_results', 'plot_top_losses']
 
 _learner_args = set(inspect.signature(Learner.__init__).parameters) - {'self', 'dls', 'model'}
@@ -147,7 +147,7 @@ def show_results(x:ImageSeq, y:ImageSeq, samples, outs, ctxs=None, max_n:int=4, 
 def _show_clips(samples, outs, ctxs, max_n, figsize, max_frames, wrap=noop, **kwargs):
     "Each clip as a strip titled 'actual / predicted', green when right and red when wrong"
     n = min(len(samples), max_n)
-    if ctxs is None: ctxs = _seq_grid(n, 1, max_frames, figsize, title='Actual / Predicted', strips=[s[0] for s in list(samples)[:n]])
+    if ctxs is None: ctxs = seq_grid(n, 1, max_frames, figsize, title='Actual / Predicted', strips=[s[0] for s in list(samples)[:n]])
     for (s,o,c) in zip(list(samples)[:n], list(outs)[:n], ctxs):
         wrap(s[0]).show(ctx=c, max_frames=max_frames, **kwargs)
         c.set_title(f'{s[1]} / {o[0]}', color='green' if str(s[1])==str(o[0]) else 'red')
@@ -179,7 +179,7 @@ def show_results(x:ImageTuple, y:ImageTuple, samples, outs, ctxs=None, max_n:int
 def plot_top_losses(x:ImageSeq, y:TensorCategory, samples, outs, raws, losses, nrows=None, ncols=None, figsize=None,
                     max_frames:int=8, **kwargs):
     "Each clip as a strip titled 'prediction / actual / loss / probability'"
-    axs = _seq_grid(len(samples), 1, max_frames, figsize, title='Prediction / Actual / Loss / Probability',
+    axs = seq_grid(len(samples), 1, max_frames, figsize, title='Prediction / Actual / Loss / Probability',
                     strips=[s[0] for s in samples])
     for ax,s,o,r,l in zip(axs, samples, outs, raws, losses):
         s[0].show(ctx=ax, max_frames=max_frames, **kwargs)
@@ -190,7 +190,7 @@ def plot_top_losses(x:ImageSeq, y:TensorCategory, samples, outs, raws, losses, n
 def plot_top_losses(x:ImageSeq, y:ImageSeq, samples, outs, raws, losses, nrows=None, ncols=None, figsize=None,
                     max_frames:int=10, **kwargs):
     "Each sample as a row: input, target and predicted frames, with its loss"
-    axs = _seq_grid(len(samples), 3, max_frames, figsize, title='Input / Target / Prediction',
+    axs = seq_grid(len(samples), 3, max_frames, figsize, title='Input / Target / Prediction',
                     strips=[o for s in samples for o in s[:2]])
     for i,(s,o,l) in enumerate(zip(samples, outs, losses)):
         for j,(im,t) in enumerate(zip((s[0], s[1], o[0]), ('input', 'target', f'prediction; loss {l.item():.4f}'))):

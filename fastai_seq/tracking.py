@@ -6,7 +6,7 @@ from PIL import Image
 from fastai.imports import dispatch
 from fastai.torch_core import TensorCategory, TensorMultiCategory
 from fastai.learner import Learner, load_learner
-from .core import ImageSeq, _to_uint8_hwc
+from .core import ImageSeq, to_uint8_hwc
 
 __all__ = ['wandb_process', 'seq_gif_bytes', 'seq_hub_config', 'save_pretrained_seq', 'push_to_hub_seq', 'from_pretrained_seq']
 
@@ -24,7 +24,7 @@ def seq_gif_bytes(
     min_size:int=96, # Frames smaller than this are scaled up (nearest neighbour) by a whole factor to reach about it
 ) -> io.BytesIO:
     "An animated GIF of `seq` in memory, ready for `wandb.Video(buf, format='gif')`"
-    frames = [_to_uint8_hwc(f) for f in seq]
+    frames = [to_uint8_hwc(f) for f in seq]
     imgs = [Image.fromarray(f[...,0] if f.shape[2]==1 else f[...,:3]) for f in frames]
     scale = max(1, min_size // max(imgs[0].size))
     if scale>1: imgs = [i.resize((i.width*scale, i.height*scale), Image.NEAREST) for i in imgs]
@@ -69,7 +69,7 @@ def wandb_process(x:ImageSeq, y:ImageSeq, samples, outs, preds):
     table = wandb.Table(columns=['Input', 'Ground_Truth', 'Predictions', 'mse'])
     for (inp, targ), out in zip(samples, outs):
         pred = _unlist(out)
-        t, p = (np.stack([_to_uint8_hwc(f) for f in o]) for o in (targ, pred))
+        t, p = (np.stack([to_uint8_hwc(f) for f in o]) for o in (targ, pred))
         mse = float(((t/255-p/255)**2).mean()) if t.shape==p.shape else None
         table.add_data(_video(inp, 'Input'), _video(targ, 'Ground_Truth'), _video(pred, 'Prediction'), mse)
         if t.shape==p.shape:  # target | prediction, side by side, frame by frame

@@ -13,9 +13,10 @@ from fastai_seq.registry import list_archs, arch_info, create_seq_model
 from fastai_seq.models.classify import *
 from fastai_seq.models.classify import _coords, _prev_diff
 from fastai_seq.models.kinetics import *
+from fastai_seq.models.pretrained import *
 
 ARCHS = list_archs(task='classify')
-KINETICS = ['r3d_18', 'mc3_18', 's3d', 'mvit_v2_s', 'swin3d_t']
+KINETICS = ['r2plus1d', 'r3d_18', 'mc3_18', 's3d', 'mvit_v2_s', 'swin3d_t']
 
 pytestmark = pytest.mark.usefixtures('one_thread')   # conftest: one torch thread for this module
 
@@ -339,3 +340,44 @@ def test_timm_body_freezes_for_fine_tune():
     with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-2)
     assert torch.equal(stem, before) and not torch.equal(head, hbefore)
     learn.unfreeze(); assert stem.requires_grad
+
+@pytest.mark.parametrize('c', [1, 2, 6])
+def test_first_conv_for_reuses_pretrained_kernels(c):
+    "A Conv2d as fastai's `create_body` adapts it (sum, first two x1.5, RGB then zeros), a Conv3d as the video models"
+    torch.manual_seed(0)
+    m2 = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.ReLU())
+    w2 = m2[0].weight.detach().clone()
+    assert first_conv_for(m2, c, pretrained=True) is m2 and m2[0].in_channels==c
+    want = {1: w2.sum(1, keepdim=True), 2: w2[:,:2]*1.5}.get(c)
+    if want is None: assert torch.equal(m2[0].weight[:,:3], w2) and (m2[0].weight[:,3:]==0).all()
+    else: assert torch.allclose(m2[0].weight, want)
+    m3 = nn.Sequential(nn.Conv3d(3, 4, 3))
+    w3,b3 = m3[0].weight.detach().clone(),m3[0].bias.detach().clone()
+    first_conv_for(m3, c, pretrained=True)
+    want = w3.sum(1, keepdim=True) if c==1 else w3.mean(1, keepdim=True).repeat(1,c,1,1,1)*3/c
+    assert torch.allclose(m3[0].weight, want) and torch.equal(m3[0].bias, b3)
+    assert first_conv_for(nn.Sequential(nn.Conv2d(3, 4, 3)), 3)[0].in_channels==3
+    with pytest.raises(ValueError, match="no Conv2d/Conv3d"): first_conv_for(nn.Linear(3, 4), 1)
+
+def test_r2plus1d_is_a_kinetics_arch_and_old_names_resolve():
+    "r2plus1d is built from KINETICS_ARCHS; its old names in classify.py (and learners exported then) still resolve"
+    import fastai_seq.models.classify as C, fastai_seq.models.kinetics as K, fastai_seq.models.pretrained as P
+    m = _build('r2plus1d', c=1)
+    assert isinstance(m, KineticsVideo) and type(m.model).__name__=='VideoResNet' and arch_info('r2plus1d').splitter is kinetics_split
+    assert C.local_weights is P.local_weights and C.r2plus1d is K.r2plus1d and C.r2plus1d_split is kinetics_split
+    old = C.R2Plus1D(torchvision.models.video.r2plus1d_18(num_classes=5))
+    assert kinetics_split(old)[1]==list(old.model.fc.parameters()) and old.eval()(torch.rand(1, 2, 3, 16, 16)).shape==(1,5)
+    for name,obj in [('r2plus1d_split', kinetics_split), ('R2Plus1D', K.R2Plus1D)]:   # as an old export's pickle names them
+        assert pickle.loads(f'cfastai_seq.models.classify\n{name}\n.'.encode()) is obj
+    with pytest.raises(AttributeError): C.nope
+
+def test_builders_are_reached_by_name_not_exported():
+    "No builder in a models module's `__all__`; `fastai_seq.all` exports no model name"
+    import importlib, fastai_seq.all as A
+    from fastai_seq.registry import list_archs
+    for mod in ('convrnn', 'unet', 'phydnet', 'simvp', 'seq2seq', 'classify', 'kinetics', 'pretrained', 'blocks'):
+        m = importlib.import_module(f'fastai_seq.models.{mod}')
+        assert not set(m.__all__) & set(list_archs()), mod
+        for n in m.__all__: assert hasattr(m, n), (mod, n)
+    assert importlib.import_module('fastai_seq.models').__all__==[]
+    assert not any(hasattr(A, n) for n in ['ConvGRUNet', 'r3d_18', 'unet', 'blocks', 'local_weights', 'KineticsVideo'])

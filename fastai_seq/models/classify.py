@@ -1,122 +1,18 @@
-"Sequence classification models: frames_mean, frames_lstm, timesformer, r2plus1d"
+"Sequence classification models: frames_mean, frames_lstm, timesformer (torchvision's video models: `kinetics.py`)"
 from __future__ import annotations
-import torch, torchvision
-from pathlib import Path
-from urllib.parse import urlparse
+import importlib
+import torch
 from torch import nn, Tensor
 from fastcore.basics import store_attr
-from fastai.torch_core import Module, params
-from fastai.layers import ConvLayer, AdaptiveConcatPool2d
+from fastai.layers import AdaptiveConcatPool2d
+from fastai.torch_core import Module
 from fastai.vision.core import imagenet_stats
-from fastai.vision.learner import create_body
 from ..layers import TimeDistributed
 from ..registry import register_arch
+from .pretrained import small_body, frame_body, classifier_head, body_split, head_split
 
-__all__ = ['local_weights', 'small_body', 'frame_body', 'SpatialSoftArgmax', 'FramePool', 'FrameEncoder', 'FramesMean',
-           'FramesLSTM', 'FRAMES_PRETRAINED', 'VideoTransformer', 'R2Plus1D', 'frames_split', 'timesformer_split', 'r2plus1d_split',
-           'frames_mean', 'frames_lstm', 'timesformer', 'r2plus1d']
-
-def local_weights(
-    weights, # A torchvision weights enum value, e.g. `ResNet34_Weights.DEFAULT`
-    what:str='', # What they are, for messages
-    download:bool=True, # Download into the torch hub cache when missing (as `vision_learner` does); False: cache only
-) -> dict:
-    "The state dict of torchvision `weights`, through torchvision's own cached download (`$TORCH_HOME/hub/checkpoints`)"
-    fn = Path(torch.hub.get_dir())/'checkpoints'/Path(urlparse(weights.url).path).name
-    fetch = (f"Fetch it once on a machine with internet, e.g. `python -c \"import torchvision; "
-             f"torchvision.models.get_weight('{weights}').get_state_dict()\"`, or download {weights.url} into "
-             f"{fn.parent} (the TORCH_HOME cache) — or pass pretrained=False.")
-    if not fn.exists() and not download:
-        raise FileNotFoundError(f"pretrained=True needs the weights file {fn} ({what or weights}), which is not there. {fetch}")
-    try: return weights.get_state_dict(progress=True, check_hash=True)
-    except OSError as e:  # no network (URLError), HTTP errors, a full disk
-        if fn.exists(): raise
-        raise FileNotFoundError(f"pretrained=True could not download {weights.url} ({what or weights}): {e}. Offline, place "
-                                f"the file at {fn}. {fetch}") from e
-    except Exception as e:
-        if not fn.exists(): raise
-        raise RuntimeError(f"The cached weights file {fn} ({what or weights}) does not load ({e}): delete it so that it is "
-                           "downloaded again, or replace it.") from e
-
-def small_body(
-    channels:int=3, # Input channels
-    widths:tuple=(16,32,64,64), # Output channels of each conv-BN-ReLU block
-    strides:tuple=(2,2,1,1), # Stride of each block: the map keeps 1/4 of the resolution, so positions stay sharp
-) -> nn.Sequential:
-    "A small CNN per-frame body (conv-BN-ReLU blocks), fast enough to train on a CPU"
-    layers,ni = [],channels
-    for nf,s in zip(widths, strides): layers.append(ConvLayer(ni, nf, ks=3, stride=s)); ni = nf
-    return nn.Sequential(*layers)
-
-# torchvision's ResNets keep going to torchvision by name (fastai's own examples pass these as torchvision builders)
-_TV_FIRST = ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152')
-
-def _tv_builder(body):
-    "The torchvision model builder for `body` (a name, 'torchvision/NAME', or a builder), or None"
-    if isinstance(body, str):
-        if body.startswith('timm/'): return None
-        try: return torchvision.models.get_model_builder(body.removeprefix('torchvision/'))
-        except ValueError: return None
-    return body if callable(body) and not isinstance(body, nn.Module) else None
-
-def _timm_name(body) -> str|None:
-    "The timm model name for `body`: 'timm/NAME', or any name timm knows other than torchvision's ResNets; else None"
-    if not isinstance(body, str) or body.startswith('torchvision/') or body in _TV_FIRST: return None
-    name = body.removeprefix('timm/')
-    try: import timm
-    except ImportError as e:
-        if body.startswith('timm/'): raise ImportError(f"body={body!r} needs timm: pip install 'fastai_seq[timm]'") from e
-        return None
-    return name if timm.is_model(name) else None
-
-def _timm_body(name:str, channels:int, pretrained:bool) -> nn.Module:
-    "A timm model as a per-frame body giving feature maps, as fastai's `TimmBody`; first conv adapted as `create_body` does"
-    import timm
-    from fastai.vision.learner import TimmBody, _update_first_layer
-    try: model = timm.create_model(name, pretrained=pretrained, num_classes=0)
-    except OSError as e:  # no network and nothing in the Hugging Face cache
-        from huggingface_hub import constants
-        raise FileNotFoundError(f"pretrained=True could not download the timm weights of {name!r} ({e}). timm keeps them in "
-                                f"the Hugging Face cache ({constants.HF_HUB_CACHE}): run `python -c \"import timm; "
-                                f"timm.create_model('{name}', pretrained=True)\"` once on a machine with internet and copy that "
-                                "cache folder here (or set HF_HOME to it) — or pass pretrained=False.") from e
-    _update_first_layer(model, channels, pretrained)
-    body = TimmBody(model, pretrained)
-    if pretrained:
-        cfg = model.pretrained_cfg
-        body.input_stats = tuple(cfg['mean']),tuple(cfg['std'])
-    return body
-
-def frame_body(
-    body:str|callable|nn.Module='small', # 'small'; torchvision's resnet18-152 by name or any builder; a timm name ('convnext_tiny', 'timm/resnet50'); or a module
-    channels:int=3, # Input channels
-    pretrained:bool=False, # ImageNet weights, downloaded on first use into the torch hub (torchvision) or Hugging Face (timm) cache
-    cut:int|callable=None, # Where to cut the torchvision model (fastai's `create_body`); default: before the pooling
-) -> nn.Module:
-    "A per-frame CNN body mapping `(N,channels,H,W)` to a feature map; pretrained ones carry their `input_stats` (mean, std)"
-    if isinstance(body, nn.Module):
-        if pretrained: raise ValueError("pretrained=True needs `body` as a torchvision/timm model name or builder, not a module.")
-        return body
-    if body=='small':
-        if pretrained: raise ValueError("There are no pretrained weights for body='small'; pass body='resnet18' (or another "
-                                        "torchvision or timm model) with pretrained=True, or pretrained=False.")
-        return small_body(channels)
-    name = _timm_name(body)
-    if name is not None: return _timm_body(name, channels, pretrained)
-    fn = _tv_builder(body)
-    if fn is None:
-        raise ValueError(f"Unknown body {body!r}: use 'small', a torchvision model name such as 'resnet18'/'resnet34', a timm "
-                         "model name such as 'convnext_tiny' (pip install 'fastai_seq[timm]'), a torchvision model builder, "
-                         "or an `nn.Module` mapping (N,C,H,W) to a feature map.")
-    model = fn(weights=None)
-    if pretrained:
-        w = torchvision.models.get_model_weights(fn).DEFAULT
-        model.load_state_dict(local_weights(w, f"ImageNet weights of {fn.__name__}"))
-    res = create_body(model, n_in=channels, pretrained=pretrained, cut=cut)
-    if pretrained:
-        t = w.transforms()
-        res.input_stats = tuple(t.mean),tuple(t.std)
-    return res
+__all__ = ['SpatialSoftArgmax', 'FramePool', 'FrameEncoder', 'FramesMean', 'FramesLSTM', 'FRAMES_PRETRAINED', 'VideoTransformer',
+           'frames_split', 'timesformer_split']
 
 class SpatialSoftArgmax(Module):
     "Expected (x,y) position of each channel's activation over the map, in [-1,1]: a differentiable 'where' feature"
@@ -161,21 +57,19 @@ class FrameEncoder(Module):
         self.body,self.pool,self.bn = body,pool,(nn.BatchNorm1d(pool.n_out) if bn else nn.Identity())
     def forward(self, x): return self.bn(self.pool(self.body(x)))
 
-def _n_features(body:nn.Module, channels:int, size:tuple) -> int:
-    "Channels of the feature map `body` gives on a `size` frame"
+def _blank_output(body:nn.Module, channels:int, size:tuple) -> Tensor:
+    "What `body` gives, in eval mode, on one blank `channels`x`size` frame (its training mode kept)"
     tr = body.training
     try:
-        with torch.no_grad(): out = body.eval()(torch.zeros(1, channels, *size))
+        with torch.no_grad(): return body.eval()(torch.zeros(1, channels, *size))
     finally: body.train(tr)
+
+def _n_features(body:nn.Module, channels:int, size:tuple) -> int:
+    "Channels of the feature map `body` gives on a `size` frame"
+    out = _blank_output(body, channels, size)
     if out.ndim!=4: raise ValueError(f"The frame body gives {tuple(out.shape)} outputs for {size[0]}x{size[1]} frames; a "
                                      "body must give (N,C,h,w) feature maps (CNNs such as resnet/convnext/efficientnet).")
     return out.shape[1]
-
-def _head(ni:int, n_out:int, lin_ftrs:int|None, ps:float) -> nn.Sequential:
-    "Dropout-linear(-ReLU-dropout-linear) head; no BatchNorm, so a batch of one trains too"
-    if not lin_ftrs: return nn.Sequential(nn.Dropout(ps), nn.Linear(ni, n_out))
-    return nn.Sequential(nn.Dropout(ps/2), nn.Linear(ni, lin_ftrs), nn.ReLU(inplace=True), nn.Dropout(ps),
-                         nn.Linear(lin_ftrs, n_out))
 
 def _prev_diff(x:Tensor) -> Tensor:
     "Append to each frame of `(B,T,C,...)` its change from the previous frame (zero for the first): `(B,T,2C,...)`"
@@ -184,7 +78,7 @@ def _prev_diff(x:Tensor) -> Tensor:
 class FramesMean(Module):
     "Encode every frame, average the frame features over time, classify: a bag of frames, blind to their order"
     def __init__(self, encoder:FrameEncoder, n_classes:int, lin_ftrs:int=256, ps:float=0.25):
-        self.encoder,self.head = TimeDistributed(encoder),_head(encoder.pool.n_out, n_classes, lin_ftrs, ps)
+        self.encoder,self.head = TimeDistributed(encoder),classifier_head(encoder.pool.n_out, n_classes, lin_ftrs, ps)
     def forward(self, x:Tensor) -> Tensor: return self.head(self.encoder(x).mean(1))
 
 class FramesLSTM(Module):
@@ -193,7 +87,7 @@ class FramesLSTM(Module):
                  diff:bool=True, frame_diff:bool=True, lin_ftrs:int=None, ps:float=0.25):
         self.encoder,self.diff,self.frame_diff = TimeDistributed(encoder),diff,frame_diff
         self.lstm = nn.LSTM(encoder.pool.n_out*(2 if diff else 1), hidden, n_layers, batch_first=True, bidirectional=bidir)
-        self.head = _head(hidden*(2 if bidir else 1), n_classes, lin_ftrs, ps)
+        self.head = classifier_head(hidden*(2 if bidir else 1), n_classes, lin_ftrs, ps)
 
     def forward(self, x:Tensor) -> Tensor:
         f = self.encoder(_prev_diff(x) if self.frame_diff else x)
@@ -203,9 +97,7 @@ class FramesLSTM(Module):
 
 def frames_split(m:nn.Module) -> list:
     "Param groups for `fine_tune`: the per-frame CNN body, then everything else (pooling, LSTM, head)"
-    body = params(m.encoder.module.body)
-    ids = {id(p) for p in body}
-    return [body, [p for p in m.parameters() if id(p) not in ids]]
+    return body_split(m, m.encoder.module.body)
 
 def _frames_encoder(channels, size, pretrained, body, pool, n_kp, grid, cut, bn) -> FrameEncoder:
     "The per-frame encoder of the frames_* archs"
@@ -296,9 +188,7 @@ class VideoTransformer(Module):
 
 def timesformer_split(m:nn.Module) -> list:
     "Param groups: the stem, patch embedding and transformer blocks, then the output head"
-    head = params(m.model.to_out)
-    ids = {id(p) for p in head}
-    return [[p for p in m.parameters() if id(p) not in ids], head]
+    return head_split(m, m.model.to_out)
 
 @register_arch('timesformer', task='classify', splitter=timesformer_split, stats=imagenet_stats, lr=2e-3)
 def timesformer(
@@ -334,10 +224,7 @@ def timesformer(
         stem = small_body(c_in)
     nf,stride = c_in,1
     if stem is not None:
-        tr = stem.training
-        try:
-            with torch.no_grad(): fmap = stem.eval()(torch.zeros(1, c_in, h, w))
-        finally: stem.train(tr)
+        fmap = _blank_output(stem, c_in, (h,w))
         nf,stride = fmap.shape[1],h//fmap.shape[2]
         if patch_size%stride or fmap.shape[2]*stride!=h or fmap.shape[3]*stride!=w:
             raise ValueError(f"timesformer: patch_size={patch_size} must be a multiple of the stem's downsampling "
@@ -349,37 +236,12 @@ def timesformer(
     with torch.no_grad(): model.cls_token.mul_(cls_init)
     return VideoTransformer(model, patch_size, stem, diff, coords)
 
-class R2Plus1D(Module):
-    "torchvision's video resnet taking `(B,T,C,H,W)` clips (it wants `(B,C,T,H,W)`)"
-    def __init__(self, model:nn.Module): self.model = model
-    def forward(self, x:Tensor) -> Tensor: return self.model(x.transpose(1, 2))
+# Moved out (PEP 562): old imports, and learners exported while `r2plus1d` lived here, still find them
+_MOVED = dict(local_weights=('pretrained', 'local_weights'), R2Plus1D=('kinetics', 'R2Plus1D'),
+              r2plus1d=('kinetics', 'r2plus1d'), r2plus1d_split=('kinetics', 'kinetics_split'))
 
-def r2plus1d_split(m:nn.Module) -> list:
-    "Param groups: the stem and residual layers, then the new fc"
-    fc = params(m.model.fc)
-    ids = {id(p) for p in fc}
-    return [[p for p in m.parameters() if id(p) not in ids], fc]
-
-@register_arch('r2plus1d', task='classify', splitter=r2plus1d_split, stats=((0.43216,0.394666,0.37645),(0.22803,0.22145,0.216989)),
-               lr=1e-3, pretrained=dict(lr=1e-3, freeze_epochs=1, epochs=5, frame_size=112, clip_frames=16))
-def r2plus1d(
-    n_frames:int, # Frames per clip (unused: any clip length works)
-    n_classes:int, # Number of classes
-    channels:int=3, # Channels of a frame; the stem's first conv is rebuilt when not 3
-    size:tuple=(112,112), # (H,W) of a frame (unused)
-    pretrained:bool=False, # Kinetics-400 weights, downloaded into the torch hub cache on first use
-) -> R2Plus1D:
-    "torchvision's R(2+1)D-18 with a new fc for `n_classes` and a stem for `channels`"
-    from torchvision.models.video import r2plus1d_18, R2Plus1D_18_Weights
-    model = r2plus1d_18(weights=None)
-    if pretrained: model.load_state_dict(local_weights(R2Plus1D_18_Weights.DEFAULT, "Kinetics-400 weights of r2plus1d_18"))
-    if channels!=3:
-        old = model.stem[0]
-        new = nn.Conv3d(channels, old.out_channels, old.kernel_size, old.stride, old.padding, bias=False)
-        if pretrained:
-            with torch.no_grad():
-                w = old.weight
-                new.weight.copy_(w.sum(1, keepdim=True) if channels==1 else w.mean(1, keepdim=True).repeat(1,channels,1,1,1)*3/channels)
-        model.stem[0] = new
-    model.fc = nn.Linear(model.fc.in_features, n_classes)
-    return R2Plus1D(model)
+def __getattr__(name:str):
+    "A name that moved to another models module, imported from there on first use"
+    if name not in _MOVED: raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    mod,attr = _MOVED[name]
+    return getattr(importlib.import_module(f'{__package__}.{mod}'), attr)

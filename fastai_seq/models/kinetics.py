@@ -1,45 +1,12 @@
-"torchvision's Kinetics-400 video models as classification archs: r3d_18, mc3_18, s3d, mvit_v2_s, swin3d_t"
+"torchvision's Kinetics-400 video models as classification archs: r2plus1d, r3d_18, mc3_18, s3d, mvit_v2_s, swin3d_t"
 from __future__ import annotations
-import torch, torchvision
+import torchvision
 from torch import nn, Tensor
-from fastai.torch_core import Module, params
+from fastai.torch_core import Module
 from ..registry import register_arch
-from .classify import local_weights
+from .pretrained import local_weights, weights_stats, first_conv_for, replace_classifier, head_split
 
-__all__ = ['weights_stats', 'first_conv_for', 'KineticsVideo', 'kinetics_split', 'KINETICS_ARCHS', 'r3d_18', 'mc3_18', 's3d',
-           'mvit_v2_s', 'swin3d_t']
-
-def weights_stats(
-    weights, # A torchvision weights enum value, e.g. `R3D_18_Weights.KINETICS400_V1`
-) -> tuple:
-    "The (mean, std) input normalisation of torchvision `weights`, read from their transforms"
-    t = weights.transforms()
-    return tuple(t.mean),tuple(t.std)
-
-def _attr(m:nn.Module, path:str) -> nn.Module:
-    for a in path.split('.'): m = getattr(m, a)
-    return m
-
-def _set_attr(m:nn.Module, path:str, new:nn.Module):
-    *parents,last = path.split('.')
-    setattr(_attr(m, '.'.join(parents)) if parents else m, last, new)
-
-def first_conv_for(
-    model:nn.Module, # A torchvision video model
-    channels:int, # Input channels wanted
-    pretrained:bool=False, # Adapt the pretrained 3-channel kernel (sum for 1 channel, mean scaled for others) instead of a fresh one
-) -> nn.Module:
-    "Rebuild the first `Conv3d` of `model` for `channels` inputs (a no-op for 3)"
-    name,old = next((n,m) for n,m in model.named_modules() if isinstance(m, nn.Conv3d))
-    if channels==old.in_channels: return model
-    new = nn.Conv3d(channels, old.out_channels, old.kernel_size, old.stride, old.padding, bias=old.bias is not None)
-    if pretrained:
-        with torch.no_grad():
-            w = old.weight
-            new.weight.copy_(w.sum(1, keepdim=True) if channels==1 else w.mean(1, keepdim=True).repeat(1,channels,1,1,1)*3/channels)
-            if old.bias is not None: new.bias.copy_(old.bias)
-    _set_attr(model, name, new)
-    return model
+__all__ = ['KineticsVideo', 'kinetics_split', 'KINETICS_ARCHS']
 
 class KineticsVideo(Module):
     "A torchvision video model taking `(B,T,C,H,W)` clips (it wants `(B,C,T,H,W)`), with a check of the clip shape"
@@ -55,7 +22,7 @@ class KineticsVideo(Module):
     @property
     def head(self) -> nn.Module:
         "The new classifier layer"
-        return _attr(self.model, self.head_name)
+        return self.model.get_submodule(self.head_name)
 
     def forward(self, x:Tensor) -> Tensor:
         if x.ndim!=5 or x.shape[2]!=self.channels:
@@ -75,9 +42,7 @@ class KineticsVideo(Module):
 
 def kinetics_split(m:nn.Module) -> list:
     "Param groups for `fine_tune`: the pretrained video body, then the new classifier"
-    head = params(m.head)
-    ids = {id(p) for p in head}
-    return [[p for p in m.parameters() if id(p) not in ids], head]
+    return head_split(m, m.head)
 
 def _s3d_any_size(model):
     "S3D pools a fixed (2,7,7) window (16x224 clips only): pool adaptively, and let its last temporal pool take short clips"
@@ -86,33 +51,33 @@ def _s3d_any_size(model):
         if isinstance(l, nn.MaxPool3d): l.ceil_mode = True
     return model
 
-def _new_head(model, path:str, n_classes:int):
-    old = _attr(model, path)
-    new = (nn.Conv3d(old.in_channels, n_classes, 1) if isinstance(old, nn.Conv3d) else nn.Linear(old.in_features, n_classes))
-    _set_attr(model, path, new)
-
-# name: (weights enum name, classifier path, total spatial downsampling, extra model fix)
+# arch name: (torchvision builder, classifier path, total spatial downsampling, extra model fix)
 KINETICS_ARCHS = {
-    'r3d_18':    ('R3D_18_Weights',    'fc',           16, None),
-    'mc3_18':    ('MC3_18_Weights',    'fc',           16, None),
-    's3d':       ('S3D_Weights',       'classifier.1', 32, _s3d_any_size),
-    'mvit_v2_s': ('MViT_V2_S_Weights', 'head.1',       32, None),
-    'swin3d_t':  ('Swin3D_T_Weights',  'head',         32, None),
+    'r2plus1d':  ('r2plus1d_18', 'fc',           16, None),
+    'r3d_18':    ('r3d_18',      'fc',           16, None),
+    'mc3_18':    ('mc3_18',      'fc',           16, None),
+    's3d':       ('s3d',         'classifier.1', 32, _s3d_any_size),
+    'mvit_v2_s': ('mvit_v2_s',   'head.1',       32, None),
+    'swin3d_t':  ('swin3d_t',    'head',         32, None),
 }
 
+def _weights(name:str):
+    "The Kinetics-400 weights of arch `name`"
+    return torchvision.models.get_model_weights(KINETICS_ARCHS[name][0]).DEFAULT
+
 def _build(name:str, n_classes:int, channels:int, pretrained:bool) -> KineticsVideo:
-    wname,head,min_size,fix = KINETICS_ARCHS[name]
-    weights = getattr(torchvision.models.video, wname).DEFAULT
-    model = getattr(torchvision.models.video, name)(weights=None)
-    if pretrained: model.load_state_dict(local_weights(weights, f"Kinetics-400 weights of {name}"))
+    "The torchvision model of arch `name`, its first conv for `channels` and a new classifier for `n_classes`"
+    tv,head,min_size,fix = KINETICS_ARCHS[name]
+    model = torchvision.models.get_model_builder(tv)(weights=None)
+    if pretrained: model.load_state_dict(local_weights(_weights(name), f"Kinetics-400 weights of {tv}"))
     if fix is not None: model = fix(model)
     first_conv_for(model, channels, pretrained)
-    _new_head(model, head, n_classes)
+    replace_classifier(model, head, n_classes)
     return KineticsVideo(model, head, name, channels, min_size)
 
 def _meta(name:str) -> dict:
     "Registry defaults from torchvision's weights metadata: the clip size and length the Kinetics weights were trained on"
-    w = getattr(torchvision.models.video, KINETICS_ARCHS[name][0]).DEFAULT
+    w = _weights(name)
     crop = tuple(w.transforms().crop_size)
     frames = w.meta.get('min_temporal_size', 16) if w.meta.get('min_temporal_size', 1)>1 else 16
     return dict(stats=weights_stats(w), lr=1e-3, input_size=crop, resize_size=tuple(w.transforms().resize_size),
@@ -120,6 +85,7 @@ def _meta(name:str) -> dict:
                 pretrained=dict(lr=1e-3, freeze_epochs=1, epochs=5, frame_size=crop[0], clip_frames=frames))
 
 def _register(name:str, doc:str):
+    "Register torchvision's video model for arch `name` as a classification arch; its builder"
     kw = _meta(name)
     def builder(
         n_frames:int, # Frames per clip (any length works; the Kinetics weights were trained on `arch_info(name).defaults['clip_frames']`)
@@ -133,8 +99,19 @@ def _register(name:str, doc:str):
     builder.__doc__ = doc
     return register_arch(name, task='classify', splitter=kinetics_split, stats=kw.pop('stats'), **kw)(builder)
 
+r2plus1d = _register('r2plus1d', "torchvision's R(2+1)D-18 (3D convolutions split into 2D spatial and 1D temporal ones) "
+                     "with a new classifier for `n_classes`")
 r3d_18 = _register('r3d_18', "torchvision's R3D-18 (3D ResNet) with a new classifier for `n_classes`")
 mc3_18 = _register('mc3_18', "torchvision's MC3-18 (mixed 3D/2D convolution ResNet) with a new classifier")
 s3d = _register('s3d', "torchvision's S3D (separable 3D inception) with a new classifier; pools adaptively, so any clip size works")
 mvit_v2_s = _register('mvit_v2_s', "torchvision's MViT-v2-S (multiscale vision transformer) with a new classifier; any clip size")
 swin3d_t = _register('swin3d_t', "torchvision's Video Swin-T with a new classifier")
+
+class R2Plus1D(Module):
+    "The wrapper `r2plus1d` models had before they were `KineticsVideo`s, kept so that learners exported then still load"
+    def __init__(self, model:nn.Module): self.model = model
+    @property
+    def head(self) -> nn.Module:
+        "The classifier layer (for `kinetics_split`)"
+        return self.model.fc
+    def forward(self, x:Tensor) -> Tensor: return self.model(x.transpose(1, 2))
