@@ -6,8 +6,7 @@ from typing import NamedTuple
 import torch
 from fastcore.basics import ifnone
 from fastcore.foundation import L
-from .core import VIDEO_EXTS
-from .data import ON_ERROR
+from .core import VIDEO_EXTS, ON_ERROR
 
 __all__ = ['AnnotationRecord', 'MissingFilesWarning', 'VideoAnnotations', 'read_hmdb51_splits', 'read_path_label_list',
            'read_kinetics_csv', 'read_ssv2_json', 'kinetics_name', 'ssv2_class', 'ucf101_splits', 'ucf101_group',

@@ -14,6 +14,8 @@ from fastai.vision.core import PILImage, PILImageBW, image2tensor
 __all__ = ['fast_mode', 'natural_key', 'ls_sorted', 'ImageTuple', 'ImageSeq', 'ImageSeqBW', 'frames_strip', 'show_frames', 'save_gif',
            'SeqError', 'VIDEO_EXTS']
 
+ON_ERROR = ('raise', 'skip')  # what a loader does with an item it cannot read: `on_error=` of the blocks and annotations
+
 def fast_mode() -> bool:
     "True when `FASTAI_SEQ_FAST` is set (to anything but 0/false): tiny data and short training, for tests, CI and tutorials"
     return os.environ.get('FASTAI_SEQ_FAST', '').lower() not in ('', '0', 'false', 'no')

@@ -19,7 +19,7 @@ from fastai.data.load import SkipItemException, DataLoader
 from fastai.vision.core import PILImage, PILImageBW
 from fastai.vision.augment import RandTransform, PadMode, Resize, affine_grid
 from fastai.vision.data import get_grid
-from .core import ImageTuple, ImageSeq, ImageSeqBW, SeqError, ls_sorted, to_uint8_hwc, VIDEO_EXTS
+from .core import ImageTuple, ImageSeq, ImageSeqBW, SeqError, ls_sorted, to_uint8_hwc, VIDEO_EXTS, ON_ERROR
 from .video import read_frames, video_info, VideoError, index_videos, before_fork, LIBRARY_ERRORS
 from ._utils import too_many_pixels
 
@@ -29,7 +29,6 @@ __all__ = ['SAMPLERS', 'SHORT_POLICIES', 'ON_ERROR', 'MAX_PIXELS', 'sample_indic
 
 SAMPLERS = ('uniform', 'random', 'first', 'all', 'auto')
 SHORT_POLICIES = ('loop', 'pad', 'error')
-ON_ERROR = ('raise', 'skip')
 MAX_PIXELS = 8192*8192  # default per-frame limit (width*height) read from a video's stream header or an image's header
 
 def sample_indices(

@@ -11,7 +11,7 @@ from fastai.learner import Learner
 from fastai.callback.core import Callback
 import fastai.callback.progress  # noqa: F401 (`Learner.no_bar`, used by `forecast_report`)
 from .distributed import plain_dl
-from .data import LoadFrames
+from .data import LoadFrames, find_load_frames
 from .metrics import get_norm_stats, as_seq, norm_stat, targ_normalised, per_frame_mse, per_frame_mae, per_frame_ssim, per_frame_psnr
 from ._utils import fastai_original
 
@@ -35,10 +35,10 @@ def aggregate_clips(clip_probs:Tensor, targets:Tensor) -> ClipEvaluation:
     return ClipEvaluation(clip_acc, (probs.argmax(-1)==targets).float().mean().item(), probs, clip_probs, targets)
 
 def _loader_tfm(dl) -> LoadFrames:
-    tfm = next((t for tl in getattr(dl.dataset, 'tls', [dl.dataset]) for t in getattr(getattr(tl, 'tfms', None), 'fs', [])
-                if isinstance(t, LoadFrames)), None)
-    if tfm is None: raise ValueError("evaluate_clips needs DataLoaders built with VideoBlock or SeqBlock inputs.")
-    return tfm
+    "The `LoadFrames` of the inputs of `dl` (the one whose clip `evaluate_clips` moves)"
+    tfms = find_load_frames(plain_dl(dl))
+    if not tfms: raise ValueError("evaluate_clips needs DataLoaders built with VideoBlock or SeqBlock inputs.")
+    return tfms[0]
 
 def _crop_boxes(h:int, w:int, n_crops:int, size:int=None) -> list:
     "`(top, left, size)` of mmaction2's ThreeCrop (n_crops=3: start/centre/end of the long side) or CenterCrop (n_crops=1)"

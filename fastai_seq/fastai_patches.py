@@ -235,8 +235,10 @@ if (_fd := fastai_distributed()) is not None: _patch_distributed(_fd)
 # ------------------------------------------------------------------------------------------------------- wandb
 def _patch_wandb(fwb):
     "fastai#4173: `WandbCallback.before_fit` formats the config with `init_args`, which raises on ints/strs/bools: every fit fails"
-    try: fwb._format_config({'probe': 1}); return  # fastai without the bug: leave it alone
+    try: fastai_original(fwb._format_config_value)(1); return  # fastai without the bug: leave it alone
     except TypeError: pass
+    def _format_dict(d:dict) -> dict:   # what fastai's `_format_config` does, with the fixed values
+        return {k: _format_dict(v) if isinstance(v, dict) else fwb._format_config_value(v) for k,v in d.items()}
     from fastcore.basics import init_args
     @replace(fwb, '_format_config_value', "only where fastai#4173 is present (every `fit` with `WandbCallback` raised): plain "
              "values logged as they are, objects as their constructor arguments, anything else by name")
@@ -248,7 +250,7 @@ def _patch_wandb(fwb):
         if named or isinstance(v, (torch.nn.Module, torch.Tensor)): return named or type(v).__name__
         try: args = init_args(v)
         except (TypeError, ValueError): args = None
-        return {**fwb._format_config(args), '_name': type(v).__name__} if args else str(v)
+        return {**_format_dict(args), '_name': type(v).__name__} if args else str(v)
 
 if importlib.util.find_spec('wandb') is not None:  # without wandb there is no `fastai.callback.wandb` to fix
     import fastai.callback.wandb as _fwb

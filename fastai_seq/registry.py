@@ -1,4 +1,4 @@
-"The model registry: a decorator and a dict, timm-style. No model code and no data code live here."
+"The model registry: a decorator and a dict, timm-style. No model code and no data code live here: the archs register when `fastai_seq.models` is imported (`fastai_seq.all` and `fastai_seq.learner` import it)."
 from __future__ import annotations
 import fnmatch, warnings
 from dataclasses import dataclass, field
@@ -41,20 +41,14 @@ def register_arch_family(
     "Register a family of archs named by a prefix (as timm's `hf-hub:`), resolved when a name of it is asked for"
     _families[prefix] = (resolve, form)
 
-def _ensure_models():
-    "Import the bundled model families so that they register themselves"
-    from . import models  # noqa: F401
-
 def list_archs(filter:str='', task:str=None) -> list[str]:
     "Sorted names of registered archs, optionally fnmatch-`filter`ed and restricted to `task`; arch families (`'hf-hub:REPO_ID'`) are named by `arch_families()`"
-    _ensure_models()
     names = [n for n,a in _archs.items() if task is None or a.task==task]
     if filter: names = fnmatch.filter(names, filter)
     return sorted(names)
 
 def arch_info(name:str) -> ArchInfo:
     "The registry entry of `name`, with an error listing the known names when it is unknown"
-    _ensure_models()
     if name in _archs: return _archs[name]
     for prefix,(resolve,_) in _families.items():
         if isinstance(name, str) and name.startswith(prefix): return resolve(name)
@@ -64,7 +58,6 @@ def arch_info(name:str) -> ArchInfo:
 
 def arch_families() -> list[str]:
     "How the names of each registered arch family are written (e.g. `'hf-hub:REPO_ID'`: any Hugging Face video classifier)"
-    _ensure_models()
     return [form for _,form in _families.values()]
 
 _MOVED = {'infer_task', 'model_kwargs_from_dls', 'create_seq_model'}  # to the learner factory (learner.py)

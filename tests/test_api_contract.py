@@ -24,7 +24,11 @@ def api_md() -> Path|None:
     return None
 
 # names API.md documents that arrive with a later issue
-LATER = {'clip_spec': 'issue 20'}
+LATER = {}   # names API.md documents ahead of the code: name -> the issue that builds them
+# deliberate changes of a documented signature, reported in the session note for API.md to follow: name -> why. The test
+# is a strict xfail: once API.md says the new thing, it passes, fails as XPASS, and the entry must go
+CHANGED = {'seq_learner': "pretrained=None (True for 'hf-hub:' checkpoints, else False), API.md still says False",
+           'ImageTupleTransform': "train=True (the role explicit, issue 19 item 4), API.md still says train=None"}
 # `obj.method(...)` forms: the class whose method the object's name stands for
 OBJECTS = {'learn': 'Learner', 'ann': 'VideoAnnotations'}
 # bare method names API.md documents in prose, and the class they belong to
@@ -169,7 +173,7 @@ def _ours() -> set:
     # a name API.md mentions that a module of fastai_seq defines (not a model class, which the registry reaches)
     mods = [m for k,m in list(sys.modules.items()) if k.startswith('fastai_seq.') and not k.startswith('fastai_seq.models')]
     for n in MENTIONED:
-        if n in out or n.startswith('_'): continue
+        if n in out or n.startswith('_') or n in vars(Learner): continue   # `learn.forecast(...)`: a method we add
         for m in mods:
             obj = vars(m).get(n)
             if obj is not None and (_fastai_seq_module(obj) or n in getattr(m, '__all__', ())) and \
@@ -181,8 +185,8 @@ def _names() -> list:
     "One test per documented name: the signatures' names (a method by its class) and the names listed as public"
     names = sorted(_ours())
     if not names: return [pytest.param(None, marks=pytest.mark.skip(reason="API.md not found: set FASTAI_SEQ_SHARED or put it at ../shared/API.md"))]
-    return [pytest.param(n, marks=pytest.mark.xfail(reason=LATER[n], strict=False)) if n.split('.')[0] in LATER else n
-            for n in names]
+    return [pytest.param(n, marks=pytest.mark.xfail(reason=LATER[n], strict=False)) if n.split('.')[0] in LATER else
+            pytest.param(n, marks=pytest.mark.xfail(reason=CHANGED[n], strict=True)) if n in CHANGED else n for n in names]
 
 def test_api_md_parsed():
     "The parser finds API.md's signatures (a guard against a parser that silently finds nothing)"

@@ -109,13 +109,24 @@ def resolve(target):
         except ImportError: continue
     for p in parts[i:-1]: obj = getattr(obj, p)
     return obj, parts[-1]
-from fastai_seq.fastai_patches import CHANGES
-originals = {}
-for c in CHANGES:
-    if c.kind=='replaced':
-        owner, name = resolve(c.target)
-        originals[c.target] = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
+def value(target):
+    owner, name = resolve(target)
+    return owner.__dict__.get(name) if isinstance(owner, type) else getattr(owner, name, None)
+# fastai's own objects, taken before anything of fastai_seq is imported: the targets are read from the source of
+# fastai_patches.py, whose import would already replace them
+import ast, fastai_seq
+src = (pathlib.Path(fastai_seq.__file__).parent/'fastai_patches.py').read_text()
+names = {n.value for n in ast.walk(ast.parse(src)) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+candidates = {}
+for mod in [m for m in list(sys.modules) if m.startswith('fastai') and sys.modules[m] is not None] + ['pathlib']:
+    for k, v in list(vars(sys.modules[mod]).items()):
+        if k in names and callable(v): candidates[f'{mod}.{k}'] = v
+        if isinstance(v, type):
+            for a, w in list(vars(v).items()):
+                if a in names: candidates[f'{v.__module__}.{v.__qualname__}.{a}'] = w
 import fastai_seq.all
+from fastai_seq.fastai_patches import CHANGES
+originals = {c.target: candidates.get(c.target) for c in CHANGES if c.kind=='replaced'}
 for _ in range(2):
     for name in sorted(m for m in sys.modules if m=='fastai_seq' or m.startswith('fastai_seq.')):
         importlib.reload(sys.modules[name])

@@ -61,7 +61,7 @@ def test_registry_is_a_decorator_and_a_dict():
     "registry.py holds no data code: importing it loads neither fastai's data modules nor any model"
     import subprocess, sys
     code = ("import sys; import fastai_seq.registry as r; "
-            "assert r.__all__==['TASKS', 'ArchInfo', 'register_arch', 'list_archs', 'arch_info'], r.__all__; "
+            "assert r.__all__==['TASKS', 'ArchInfo', 'register_arch', 'register_arch_family', 'list_archs', 'arch_families', 'arch_info'], r.__all__; "
             "assert not [m for m in sys.modules if m.split('.')[0] in ('fastai', 'torch') or m=='fastai_seq.core'], 'imports data code'")
     from conftest import REPO
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=REPO)
