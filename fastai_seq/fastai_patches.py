@@ -169,8 +169,8 @@ def _one_batch(orig, self, i, b):
 # --------------------------------------------------------------------------------------------------- several processes
 # fastai.distributed assumes CUDA and NCCL: on a machine without CUDA it crashes (`DistributedDL` broadcasts a CUDA
 # tensor, `setup_distrib` calls `torch.cuda.set_device`) or trains one model per process (its `Accelerator` forms no
-# group without `cpu=True`). These changes act only without CUDA, where fastai cannot run, and the exact averages only for
-# sequence learners: a plain fastai learner on GPUs gets fastai's behaviour.
+# group without `cpu=True`). These changes act only without CUDA, where fastai cannot run, and the exact averages also for
+# sequence learners on GPUs: a plain fastai learner on GPUs gets fastai's behaviour.
 def _head(b, k:int): return apply(lambda x: x[:k] if getattr(x, 'ndim', 0)>0 else x, b)
 
 def _all_reduce_sum(total:float, count:float) -> tuple:
@@ -179,8 +179,8 @@ def _all_reduce_sum(total:float, count:float) -> tuple:
     return t[0].item(), t[1].item()
 
 def _exact_average(orig, self, learn, real_sum):
-    "fastai's `accumulate` where no sample is repeated (or not a sequence learner), else sums over the real samples all-reduced"
-    k = real_items(learn) if is_seq_learner(learn) else None
+    "fastai's `accumulate` where no sample is repeated (or a plain learner on GPUs), else sums over the real samples all-reduced"
+    k = real_items(learn) if is_seq_learner(learn) or not torch.cuda.is_available() else None
     if k is None: return orig(self, learn)
     tot,cnt = _all_reduce_sum(real_sum(self, learn, k) if k else 0., k)
     self.total += tot; self.count += cnt
@@ -194,12 +194,12 @@ def _loss_sum(self, learn, k:int) -> float:
     if k==find_bs(learn.yb): return float(learn.loss.mean())*k
     with torch.no_grad(): return float(learn.loss_func(_head(learn.pred, k), *_head(learn.yb, k)).mean())*k
 
-@replace(AvgMetric, 'accumulate', "sequence learners under `distrib_ctx`: the average over the real samples, all-reduced "
-         "(fastai averages per-rank means, counting the samples `DistributedDL` repeats); other learners: fastai's")
+@replace(AvgMetric, 'accumulate', "under `distrib_ctx`, sequence learners, and every learner without CUDA (where fastai cannot "
+         "run distributed): the average over the real samples, all-reduced (fastai averages per-rank means, counting the samples "
+         "`DistributedDL` repeats); plain learners on GPUs and one process: fastai's")
 def _avg_metric_accumulate(orig, self, learn): _exact_average(orig, self, learn, _metric_sum)
 
-@replace(AvgLoss, 'accumulate', "sequence learners under `distrib_ctx`: the validation loss over the real samples, all-reduced; "
-         "other learners: fastai's")
+@replace(AvgLoss, 'accumulate', "as `AvgMetric.accumulate`: the validation loss over the real samples, all-reduced")
 def _avg_loss_accumulate(orig, self, learn): _exact_average(orig, self, learn, _loss_sum)
 
 def _patch_distributed(fd):

@@ -202,8 +202,10 @@ def test_distributed_plain_tabular_cpu(tmp_path):
     plain = _dist_run(script, '0', 2)
     ours = _dist_run(script, '1', 2)
     bad = [f"rank {r['rank']}: {r.get('error')}" for r in ours if 'validate' not in r]
+    # the same numbers, summed across the ranks in float64 where one process sums in float32: equal to 1e-6
+    close = lambda a, b: len(a)==len(b) and all(abs(x-y) <= 1e-6*max(1., abs(y)) for x,y in zip(a, b))
     bad += [f"rank {r['rank']}: validate() {r['validate']} with the import, one process without it {ref['validate']}"
-            for r in ours if 'validate' in r and r['validate']!=ref['validate']]
+            for r in ours if 'validate' in r and not close(r['validate'], ref['validate'])]
     bad += [f"rank {r['rank']}: fastai alone gives {r['validate']}, with the import {o.get('validate')}"
             for r,o in zip(plain, ours) if 'validate' in r and r['validate']!=o.get('validate')]
     assert not bad, '\n'.join(bad) + f"\n(fastai alone on this group: {[r.get('error') or r['validate'] for r in plain]})"
