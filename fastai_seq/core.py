@@ -87,14 +87,16 @@ def show_frames(frames, ctx=None, max_frames:int=8, title:str=None, figsize=None
     kwargs.pop('vmin', None); kwargs.pop('vmax', None)
     return show_image(strip, ctx=ctx, title=title, figsize=figsize, cmap=cmap, vmin=0, vmax=255, **kwargs)
 
-def save_gif(seq, fn, fps:float=5, loop:int=0, scale:int=1):
-    "Write the frames of `seq` (`(T,C,H,W)` tensor, array or list of images) to `fn` as an animated GIF"
+def save_gif(seq, fn, fps:float=5, loop:int=0, scale:int=1, min_size:int=None):
+    "Write the frames of `seq` (`(T,C,H,W)` tensor, array or list of images) to `fn` (a path or a binary file) as an animated GIF"
     frames = [to_uint8_hwc(f) for f in seq]
     imgs = [Image.fromarray(f[...,0] if f.shape[2]==1 else f[...,:3]) for f in frames]
+    if min_size: scale = max(scale, min_size // max(imgs[0].size))   # small frames: a whole factor up to about `min_size`
     if scale!=1: imgs = [i.resize((i.width*scale, i.height*scale), Image.NEAREST) for i in imgs]
-    fn = Path(fn)
-    fn.parent.mkdir(parents=True, exist_ok=True)
-    imgs[0].save(fn, save_all=True, append_images=imgs[1:], duration=int(round(1000/fps)), loop=loop)
+    if isinstance(fn, (str, Path)):
+        fn = Path(fn)
+        fn.parent.mkdir(parents=True, exist_ok=True)
+    imgs[0].save(fn, format='GIF', save_all=True, append_images=imgs[1:], duration=int(round(1000/fps)), loop=loop)
     return fn
 
 class ImageTuple(fastuple):

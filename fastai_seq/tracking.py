@@ -2,11 +2,10 @@
 import io, json
 from pathlib import Path
 import numpy as np, torch
-from PIL import Image
 from fastai.imports import dispatch
 from fastai.torch_core import TensorCategory, TensorMultiCategory
 from fastai.learner import Learner, load_learner
-from .core import ImageSeq, to_uint8_hwc
+from .core import ImageSeq, to_uint8_hwc, save_gif
 
 __all__ = ['wandb_process', 'seq_gif_bytes', 'seq_hub_config', 'save_pretrained_seq', 'push_to_hub_seq', 'from_pretrained_seq']
 
@@ -24,12 +23,7 @@ def seq_gif_bytes(
     min_size:int=96, # Frames smaller than this are scaled up (nearest neighbour) by a whole factor to reach about it
 ) -> io.BytesIO:
     "An animated GIF of `seq` in memory, ready for `wandb.Video(buf, format='gif')`"
-    frames = [to_uint8_hwc(f) for f in seq]
-    imgs = [Image.fromarray(f[...,0] if f.shape[2]==1 else f[...,:3]) for f in frames]
-    scale = max(1, min_size // max(imgs[0].size))
-    if scale>1: imgs = [i.resize((i.width*scale, i.height*scale), Image.NEAREST) for i in imgs]
-    buf = io.BytesIO()
-    imgs[0].save(buf, format='GIF', save_all=True, append_images=imgs[1:], duration=int(round(1000/fps)), loop=0)
+    buf = save_gif(seq, io.BytesIO(), fps=fps, min_size=min_size)
     buf.seek(0)
     return buf
 
