@@ -4,6 +4,7 @@ import importlib
 import torch
 from torch import nn, Tensor
 from fastcore.basics import store_attr
+from fastcore.meta import delegates
 from fastai.layers import AdaptiveConcatPool2d
 from fastai.torch_core import Module
 from fastai.vision.core import imagenet_stats
@@ -99,8 +100,18 @@ def frames_split(m:nn.Module) -> list:
     "Param groups for `fine_tune`: the per-frame CNN body, then everything else (pooling, LSTM, head)"
     return body_split(m, m.encoder.module.body)
 
-def _frames_encoder(channels, size, pretrained, body, pool, n_kp, grid, cut, bn) -> FrameEncoder:
-    "The per-frame encoder of the frames_* archs"
+def frame_encoder(
+    channels:int=3, # Channels of a frame
+    size:tuple=(64,64), # (H,W) of a frame
+    pretrained:bool=False, # ImageNet weights for a torchvision/timm `body`, downloaded into their cache on first use
+    body:str|callable|nn.Module='small', # 'small' (fast on CPU; pretrained=True: 'resnet34'), a torchvision name/builder ('resnet18'), a timm name ('convnext_tiny'), or a module
+    pool:str='concat', # How a frame's feature map becomes a vector: 'concat' (avg+max), 'avg', 'keypoints' (where things are), 'both' (keypoints + concat), 'grid'
+    n_kp:int=8, # Learned keypoints for pool='keypoints'/'both'
+    grid:int=4, # Cells per side for pool='grid'
+    cut:int|callable=None, # Where to cut a torchvision `body` (fastai's `create_body`)
+    bn:bool=True, # BatchNorm on the pooled frame features
+) -> FrameEncoder:
+    "The per-frame encoder of the frames_* archs: a CNN body and its pooling, applied to each frame"
     if min(size)<8: raise ValueError(f"Frames of {size[0]}x{size[1]} are too small for a CNN body; Resize them to at least 32.")
     b = frame_body(body, channels, pretrained, cut)
     return FrameEncoder(b, FramePool(_n_features(b, channels, size), pool, n_kp, grid), bn)
@@ -110,37 +121,23 @@ def _frames_encoder(channels, size, pretrained, body, pool, n_kp, grid, cut, bn)
 FRAMES_PRETRAINED = dict(body='resnet34', pool='concat', lr=2e-3, freeze_epochs=1, epochs=5, frame_size=224, clip_frames=8)
 
 @register_arch('frames_mean', task='classify', splitter=frames_split, stats=imagenet_stats, lr=3e-3, pretrained=FRAMES_PRETRAINED)
+@delegates(frame_encoder)
 def frames_mean(
     n_frames:int, # Frames per clip (unused: any clip length works)
     n_classes:int, # Number of classes
-    channels:int=3, # Channels of a frame
-    size:tuple=(64,64), # (H,W) of a frame
-    pretrained:bool=False, # ImageNet weights for a torchvision/timm `body`, downloaded into their cache on first use
-    body:str|callable|nn.Module='small', # 'small' (fast on CPU; pretrained=True: 'resnet34'), a torchvision name/builder ('resnet18'), a timm name ('convnext_tiny'), or a module
-    pool:str='concat', # How a frame's feature map becomes a vector: 'concat' (avg+max), 'avg', 'keypoints', 'both', 'grid'
-    n_kp:int=8, # Learned keypoints for pool='keypoints'/'both'
-    grid:int=4, # Cells per side for pool='grid'
-    cut:int|callable=None, # Where to cut a torchvision `body` (fastai's `create_body`)
-    bn:bool=True, # BatchNorm on the pooled frame features
     lin_ftrs:int=256, # Hidden width of the head (None: one linear layer)
     ps:float=0.25, # Dropout of the head
+    **kwargs, # `frame_encoder` arguments: channels, size, pretrained, body, pool, ...
 ) -> FramesMean:
     "A CNN per frame, frame features averaged over time: the order-blind baseline"
-    return FramesMean(_frames_encoder(channels, size, pretrained, body, pool, n_kp, grid, cut, bn), n_classes, lin_ftrs, ps)
+    return FramesMean(frame_encoder(**kwargs), n_classes, lin_ftrs, ps)
 
 @register_arch('frames_lstm', task='classify', splitter=frames_split, stats=imagenet_stats, lr=3e-3, pretrained=FRAMES_PRETRAINED)
+@delegates(frame_encoder)
 def frames_lstm(
     n_frames:int, # Frames per clip (unused: any clip length works)
     n_classes:int, # Number of classes
-    channels:int=3, # Channels of a frame
-    size:tuple=(64,64), # (H,W) of a frame
-    pretrained:bool=False, # ImageNet weights for a torchvision/timm `body`, downloaded into their cache on first use
-    body:str|callable|nn.Module='small', # 'small' (fast on CPU; pretrained=True: 'resnet34'), a torchvision name/builder ('resnet18'), a timm name ('convnext_tiny'), or a module
     pool:str='both', # 'both' (keypoints + concat), 'keypoints' (where things are), 'concat' (what they are: avg+max), 'avg', 'grid'
-    n_kp:int=8, # Learned keypoints for pool='keypoints'/'both'
-    grid:int=4, # Cells per side for pool='grid'
-    cut:int|callable=None, # Where to cut a torchvision `body` (fastai's `create_body`)
-    bn:bool=True, # BatchNorm on the pooled frame features
     hidden:int=128, # LSTM hidden size
     n_layers:int=1, # LSTM layers
     bidir:bool=False, # Bidirectional LSTM
@@ -148,10 +145,11 @@ def frames_lstm(
     frame_diff:bool=True, # Give the body each frame's pixel change from the previous frame as extra channels (motion)
     lin_ftrs:int=None, # Hidden width of the head (None: one linear layer)
     ps:float=0.25, # Dropout of the head
+    **kwargs, # `frame_encoder` arguments: channels, size, pretrained, body, n_kp, ...
 ) -> FramesLSTM:
     "A CNN per frame, then an LSTM over time, classified from its last hidden state"
-    enc = _frames_encoder(channels*(2 if frame_diff else 1), size, pretrained, body, pool, n_kp, grid, cut, bn)
-    return FramesLSTM(enc, n_classes, hidden, n_layers, bidir, diff, frame_diff, lin_ftrs, ps)
+    kwargs['channels'] = kwargs.get('channels', 3)*(2 if frame_diff else 1)
+    return FramesLSTM(frame_encoder(pool=pool, **kwargs), n_classes, hidden, n_layers, bidir, diff, frame_diff, lin_ftrs, ps)
 
 def _coords(x:Tensor) -> Tensor:
     "Three channels holding each pixel's x, y and t in [-1,1], shaped like one channel of `x` `(B,T,1,H,W)`"

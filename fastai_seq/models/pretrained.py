@@ -95,27 +95,21 @@ def classifier_head(
                          nn.Linear(lin_ftrs, n_out))
 
 # ------------------------------------------------------------------------------------------- splits
-def _apart(model:nn.Module, part:nn.Module) -> tuple:
-    "The params of `part`, and those of `model` outside it (in `model`'s order)"
-    ps = params(part)
-    ids = {id(p) for p in ps}
-    return ps,[p for p in model.parameters() if id(p) not in ids]
-
 def body_split(
     model:nn.Module, # The whole model
     body:nn.Module, # Its pretrained body
 ) -> list:
-    "Param groups for `fine_tune`: `body`, then everything else of `model`"
-    b,rest = _apart(model, body)
-    return [b, rest]
+    "Param groups for `fine_tune`: `body`, then everything else of `model` (in `model`'s order)"
+    ps = params(body)
+    ids = {id(p) for p in ps}
+    return [ps, [p for p in model.parameters() if id(p) not in ids]]
 
 def head_split(
     model:nn.Module, # The whole model
     head:nn.Module, # Its new classifier
 ) -> list:
     "Param groups for `fine_tune`: everything of `model` but `head`, then `head`"
-    h,rest = _apart(model, head)
-    return [rest, h]
+    return body_split(model, head)[::-1]
 
 # ------------------------------------------------------------------------------------------- per-frame bodies
 def small_body(
