@@ -10,14 +10,22 @@ from ..layers import TimeDistributed
 from ..registry import register_arch
 from .blocks import group_norm, check_size, frames_last, ChannelsLast
 
-__all__ = ['ConvGRUCell', 'ConvLSTMCell', 'ConvRNN', 'UpsampleBlock', 'SubPixelHead', 'ConvGRUNet',
+__all__ = ['ConvCell', 'ConvGRUCell', 'ConvLSTMCell', 'ConvRNN', 'UpsampleBlock', 'SubPixelHead', 'ConvGRUNet',
            'ConvLSTMNet', 'convrnn_split']
 
 def _zeros(b:int, c:int, h:int, w:int, ref:Tensor) -> Tensor:
     "A channels-last zero state like `ref`"
     return ref.new_zeros(b, h, w, c).permute(0, 3, 1, 2)
 
-class ConvGRUCell(Module):
+class ConvCell(Module):
+    "What the convolutional recurrent cells share: the input-to-state convolution, run by `ConvRNN` over all steps at once"
+    def project(self, x:Tensor) -> Tensor|None:
+        "The input-to-state part of the pre-activations for frames `x` `(N,in_ch,H,W)`"
+        return None if self.conv_x is None else self.conv_x(x)
+
+    def __repr__(self): return f'{type(self).__name__}(in={self.in_ch}, hid={self.hid_ch}, ks={self.ks}, norm={self.norm})'
+
+class ConvGRUCell(ConvCell):
     "A convolutional GRU cell: one time step `(projected input, h) -> h`"
     def __init__(self,
         in_ch:int, # Input channels; 0 for a cell that runs on its state alone
@@ -32,10 +40,6 @@ class ConvGRUCell(Module):
         self.conv_c = nn.Conv2d(hid_ch, hid_ch, ks, padding=ks//2)
         self.norm_g = group_norm(2*hid_ch) if norm else nn.Identity()
         self.norm_c = group_norm(hid_ch) if norm else nn.Identity()
-
-    def project(self, x:Tensor) -> Tensor|None:
-        "The input-to-state part of the pre-activations for frames `x` `(N,in_ch,H,W)`"
-        return None if self.conv_x is None else self.conv_x(x)
 
     def init_state(self, b:int, h:int, w:int, ref:Tensor) -> Tensor:
         "The zero state for a batch of `b` maps of size `h`x`w`"
@@ -52,9 +56,7 @@ class ConvGRUCell(Module):
         if xp is not None: c = c + xp[:, 2*self.hid_ch:]
         return h + z*(torch.tanh(self.norm_c(c)) - h)
 
-    def __repr__(self): return f'ConvGRUCell(in={self.in_ch}, hid={self.hid_ch}, ks={self.ks}, norm={self.norm})'
-
-class ConvLSTMCell(Module):
+class ConvLSTMCell(ConvCell):
     "A convolutional LSTM cell (Shi et al. 2015, without peepholes): one step `(projected input, (h,c)) -> (h,c)`"
     def __init__(self,
         in_ch:int, # Input channels; 0 for a cell that runs on its state alone
@@ -68,10 +70,6 @@ class ConvLSTMCell(Module):
         self.conv_h = nn.Conv2d(hid_ch, 4*hid_ch, ks, padding=ks//2)
         with torch.no_grad(): self.conv_h.bias[hid_ch:2*hid_ch].fill_(forget_bias)
         self.norm_g = group_norm(4*hid_ch) if norm else nn.Identity()
-
-    def project(self, x:Tensor) -> Tensor|None:
-        "The input-to-state part of the gate pre-activations for frames `x` `(N,in_ch,H,W)`"
-        return None if self.conv_x is None else self.conv_x(x)
 
     def init_state(self, b:int, h:int, w:int, ref:Tensor) -> tuple:
         "The zero state `(h,c)` for a batch of `b` maps of size `h`x`w`"
@@ -88,8 +86,6 @@ class ConvLSTMCell(Module):
         i,f,o,u = self.norm_g(g).chunk(4, dim=1)
         c = torch.sigmoid(f)*c + torch.sigmoid(i)*torch.tanh(u)
         return torch.sigmoid(o)*torch.tanh(c), c
-
-    def __repr__(self): return f'ConvLSTMCell(in={self.in_ch}, hid={self.hid_ch}, ks={self.ks}, norm={self.norm})'
 
 class ConvRNN(Module):
     "Run a `ConvGRUCell`/`ConvLSTMCell` over the time axis of `(B,T,C,H,W)` inputs"
