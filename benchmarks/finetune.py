@@ -12,7 +12,7 @@ from fastai.vision.all import (DataBlock, CategoryBlock, parent_label, Resize, N
                                Callback, CancelFitException)
 from fastai_seq.all import *
 from fastai_seq.models.pretrained import local_weights, frame_body
-from fastai_seq.__main__ import console_logging
+from fastai_seq.callbacks import console_logging
 
 class Deadline(Callback):
     "Stop training at a wall-clock deadline shared by every fit of the learner"

@@ -72,6 +72,7 @@ def _models(smoke:bool) -> dict:
     def frames_lstm():
         _need('fastai', 'fastai_seq.registry')
         from fastai_seq.registry import arch_info
+        import fastai_seq.models  # noqa: F401 (the bundled archs register themselves on import)
         r = (S, S) if smoke else (224, 224)
         return arch_info('frames_lstm').builder(n_frames=T, n_classes=400, size=r, body='resnet18')
     return {'videomae_base': (videomae, (T, 3, S, S)), 'r2plus1d_18': (r2plus1d, (T, 3, S if smoke else 112, S if smoke else 112)),

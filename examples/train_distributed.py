@@ -24,7 +24,8 @@ def classify_dls(data:str|Path, bs:int=8, size:int=64, n_frames:int=8, seed:int=
     "Video classification `DataLoaders` over a folder-per-class video set (UCF101 split lists when present), seeded"
     from fastai.vision.all import DataBlock, CategoryBlock, parent_label, Resize
     from fastai_seq.data import VideoBlock
-    from fastai_seq.video import get_video_files, ucf101_splits, GroupSplitter
+    from fastai_seq.files import get_video_files
+    from fastai_seq.annotations import ucf101_splits, GroupSplitter
     data = Path(data)
     if not data.is_dir(): raise FileNotFoundError(f"--data {data}: no such folder; give a folder with one sub-folder of videos per class.")
     lists = [p for p in (data, data/'ucfTrainTestlist') if (p/'trainlist01.txt').exists()]
@@ -72,7 +73,7 @@ def main(
                                                   size=max(size, 48), names='ucf', seed=seed)
         dls = classify_dls(data, bs, size, seed=seed)
     set_seed(seed)   # the same initial weights in every process (DDP also broadcasts rank 0's)
-    from fastai_seq.__main__ import console_logging
+    from fastai_seq.callbacks import console_logging
     with console_logging(): learn = seq_learner(dls, arch, path=out, model_dir='.')  # one line an epoch in a log
     if precision=='fp16': learn.to_fp16()
     elif precision=='bf16': learn.to_bf16()
