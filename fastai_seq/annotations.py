@@ -88,7 +88,7 @@ class VideoAnnotations:
         "How many listed files the folder lacked at the last `get_items` (under `on_error='skip'`)"
         return len(self.missing)
 
-    def _index(self, root:Path) -> dict:
+    def _files_by_key(self, root:Path) -> dict:
         "Video files and folders under `root`, by matching key (name without video extension, lower case)"
         vids, dirs = {}, {}
         for d, dns, fns in os.walk(root, followlinks=True):
@@ -100,7 +100,7 @@ class VideoAnnotations:
     def _resolve(self, rec, root, index):
         p = root/rec.rel
         if p.exists(): return p, index
-        if index is None: index = self._index(root)
+        if index is None: index = self._files_by_key(root)
         found = index.get(_ucf_key(rec.rel), [])
         if len(found) > 1: raise ValueError(f"{rec.src}: {rec.rel} matches {len(found)} files in {root} ({found[0]}, {found[1]}, "
                                             "...): give the list's paths relative to `root`, or keep one copy.")

@@ -277,7 +277,7 @@ class LoadFrames(RandTransform):
         x = ImageSeq.create(o)
         return ImageSeq(x[self.idxs(len(x))])
 
-    def _open(self, f) -> Image.Image:
+    def _open_frame(self, f) -> Image.Image:
         "Open frame image `f`, checking its declared size against `max_pixels` before decoding it"
         try: img = Image.open(f)
         except Image.DecompressionBombError as e:
@@ -295,7 +295,7 @@ class LoadFrames(RandTransform):
 
     def load_files(self, fs, src=None) -> ImageTuple:
         "Sample and open frame image files"
-        return ImageTuple(self.pil_cls(_to_mode(self._open(f), self.channels, f)) for f in [fs[i] for i in self.idxs(len(fs), src)])
+        return ImageTuple(self.pil_cls(_to_mode(self._open_frame(f), self.channels, f)) for f in [fs[i] for i in self.idxs(len(fs), src)])
 
 def _frames_src(o) -> str|None:
     "How to name a list of frame files (`SeqSplit`'s inputs and targets) in an error: their folder and first/last names"

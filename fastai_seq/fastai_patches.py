@@ -171,7 +171,7 @@ def _one_batch(orig, self, i, b):
 # tensor, `setup_distrib` calls `torch.cuda.set_device`) or trains one model per process (its `Accelerator` forms no
 # group without `cpu=True`). These changes act only without CUDA, where fastai cannot run, and the exact averages also for
 # sequence learners on GPUs: a plain fastai learner on GPUs gets fastai's behaviour.
-def _head(b, k:int): return apply(lambda x: x[:k] if getattr(x, 'ndim', 0)>0 else x, b)
+def _first_k(b, k:int): return apply(lambda x: x[:k] if getattr(x, 'ndim', 0)>0 else x, b)
 
 def _all_reduce_sum(total:float, count:float) -> tuple:
     t = torch.tensor([total, count], dtype=torch.float64, device=comm_device())
@@ -187,12 +187,12 @@ def _exact_average(orig, self, learn, real_sum):
 
 def _metric_sum(self, learn, k:int) -> float:
     "`AvgMetric`'s metric summed over the first `k` samples of the batch"
-    return float(self.func(_head(learn.pred, k), *_head(learn.yb, k)))*k
+    return float(self.func(_first_k(learn.pred, k), *_first_k(learn.yb, k)))*k
 
 def _loss_sum(self, learn, k:int) -> float:
     "The loss summed over the first `k` samples of the batch (scored again when the batch ends with repeats)"
     if k==find_bs(learn.yb): return float(learn.loss.mean())*k
-    with torch.no_grad(): return float(learn.loss_func(_head(learn.pred, k), *_head(learn.yb, k)).mean())*k
+    with torch.no_grad(): return float(learn.loss_func(_first_k(learn.pred, k), *_first_k(learn.yb, k)).mean())*k
 
 @replace(AvgMetric, 'accumulate', "under `distrib_ctx`, sequence learners, and every learner without CUDA (where fastai cannot "
          "run distributed): the average over the real samples, all-reduced (fastai averages per-rank means, counting the samples "
