@@ -105,7 +105,7 @@ def seq_learner(
     task = infer_task(dls, b)
     lrn_kw = {k:kwargs.pop(k) for k in list(kwargs) if k in _learner_args}
     info = arch_info(arch) if isinstance(arch, str) else None
-    if pretrained is None: pretrained = bool(info is not None and info.defaults.get('pretrained_default'))
+    if pretrained is None: pretrained = bool(task=='classify' and info is not None and info.defaults.get('pretrained_default'))
     if task=='classify': kwargs['pretrained'] = pretrained
     elif pretrained: raise ValueError("pretrained=True is for the classification archs: forecasting archs train from scratch.")
     pre = pretrained_defaults(arch) if pretrained and info is not None else {}

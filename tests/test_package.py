@@ -51,9 +51,9 @@ learn = seq_learner(dls, 'convgru', szs=(4,8), stem=(4,))
 learn.fit(1)
 assert learn.recorder.values
 import fastai_seq.distributed as D
-for f, args in ((D.fastai_distributed, (True,)),):
-    try: f(*args); raise SystemExit('no ImportError')
-    except ImportError as e: assert 'fastai_seq[distributed]' in str(e), e
+for f, args, extra in ((D.fastai_distributed, (True,), 'distributed'), (clip_spec, ('hf-hub:some/checkpoint',), 'hf'), (push_to_hub_seq, (learn, 'me/repo'), 'hub')):
+    try: f(*args); raise SystemExit(f'no ImportError from {{f.__name__}}')
+    except ImportError as e: assert f'fastai_seq[{{extra}}]' in str(e), e
 print('ok')
 """
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300, cwd=REPO)
