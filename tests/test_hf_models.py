@@ -217,6 +217,9 @@ def test_seq_learner_recipe(ckpts, tmp_path):
     mine = learn.model.model.state_dict()
     assert all(torch.equal(saved[k], mine[k]) for k in saved if not k.startswith(('classifier', 'fc_norm')))
     with learn.no_bar(), learn.no_logging(): learn.fine_tune(1, 1e-3, freeze_epochs=1)
+    ev = learn.evaluate_clips(n_clips=2)                 # the several-clip protocol these models are reported with
+    assert ev.clip_probs.shape == (2, len(dls.valid_ds), 2) and 0 <= ev.video_accuracy <= 1
+    with pytest.raises(ValueError, match='crop_size=32'): learn.evaluate_clips(n_clips=1, n_crops=3, crop_size=24)
     fn = str(get_video_files(vids)[0])
     pred, idx, probs = learn.predict(fn)
     learn.export('model.pkl')

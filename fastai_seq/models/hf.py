@@ -178,6 +178,12 @@ class HFVideoModel(Module):
         if x.shape[2]!=self.channels:
             if x.shape[2]==1: x = x.expand(-1, -1, self.channels, -1, -1)
             else: raise ValueError(f"{self.name}: the model takes {self.channels} channels, the clips have {x.shape[2]}.")
+        if not self.interpolate:   # a clip other than the one the model was built or adapted for: say so here, not deep inside
+            n,size = _cfg_clip(self.model.config)
+            if (x.shape[1], *x.shape[-2:])!=(n, *_pair(size)):
+                raise ValueError(f"{self.name}: the model takes clips of {n} frames at {'x'.join(map(str, _pair(size)))}, got "
+                                 f"{x.shape[1]} at {x.shape[-2]}x{x.shape[-1]}: use {_fix_msg(n, size)} (and, for "
+                                 f"evaluate_clips' crops, crop_size={_pair(size)[0]} on frames at least that large).")
         kw = {'interpolate_pos_encoding': True} if self.interpolate else {}
         out = self.model(**{self.input_name: x}, **kw).logits
         return out.flatten(1) if out.ndim==3 and out.shape[1]==1 else out   # VideoPrism's pooling head keeps a query axis
