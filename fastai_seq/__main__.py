@@ -7,6 +7,7 @@ from .core import fast_mode
 __all__ = ['main', 'fast_mode', 'run_forecast', 'run_classify']
 
 from .callbacks import EpochLines, console_logging  # their home is callbacks.py; importable from here as before
+from . import fastai_patches  # noqa: F401 (the `Learner` methods the commands call: `forecast_report`, `evaluate_clips`)
 
 # What each number is and which way is better: the CLI's printout labels (the learner's metric names stay as they are)
 _ABOUT = {'valid_loss': ('valid_loss', 'the training loss on the validation set', 'lower'),
