@@ -3,6 +3,7 @@ import os, re, shutil, subprocess, sys
 from pathlib import Path
 import pytest
 from fastai.vision.all import load_learner
+import fastai_seq.all  # noqa: F401 (as a user loading a model does: `learn.predict` then takes a `str` path)
 from PIL import Image
 
 def _run(args, cwd, timeout=600, fast=True):
