@@ -12,6 +12,7 @@ from fastai_seq.data import *
 from fastai_seq.video import VideoError
 from fastai_seq.files import get_video_files, videos_to_frames
 import fastai_seq.data as fsd, fastai_seq.video as fsv
+import fastai_seq.fastai_patches  # noqa: F401 (what `fastai_seq.all` applies: `Path.ls_sorted`, `learn.predict` with paths, ...)
 from conftest import make_frames, frame_index, write_video, shared_data
 
 NW = [0, pytest.param(2, marks=pytest.mark.workers)]

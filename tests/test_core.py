@@ -4,6 +4,7 @@ from PIL import Image
 import matplotlib.pyplot as plt
 from fastai.vision.all import PILImage, TensorImage
 from fastai_seq.core import *
+import fastai_seq.fastai_patches  # noqa: F401 (what `fastai_seq.all` applies: `Path.ls_sorted`, `learn.predict` with paths, ...)
 from conftest import make_frames, frame_index, write_video
 
 def _touch(d:Path, names):

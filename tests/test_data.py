@@ -8,6 +8,7 @@ from fastai.vision.all import (DataBlock, CategoryBlock, parent_label, Grandpare
 from fastai_seq.core import ImageSeq, ImageSeqBW, SeqError
 from fastai_seq.data import *
 from fastai_seq.video import get_video_files
+import fastai_seq.fastai_patches  # noqa: F401 (what `fastai_seq.all` applies: sequence-aware `lighting`/`hsv`, ...)
 from conftest import make_frames, frame_index, write_video
 
 # ---- samplers ----

@@ -9,6 +9,7 @@ import fastai_seq.data as fsd
 from fastai_seq.core import ImageTuple, SeqError
 from fastai_seq.data import VideoBlock, SeqBlock, LoadFrames, SeqDL, SkippedItemWarning, find_load_frames, leading_resize
 from fastai_seq.video import get_video_files
+import fastai_seq.fastai_patches  # noqa: F401 (what `fastai_seq.all` applies: `Path.ls_sorted`, `learn.predict` with paths, ...)
 from conftest import make_frames
 from test_video import write_video
 

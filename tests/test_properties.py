@@ -7,6 +7,7 @@ from hypothesis import given, settings, assume, strategies as st, HealthCheck
 from fastai_seq.core import natural_key, SeqError, ImageSeq
 from fastai_seq.data import sample_indices, clip_indices, LoadFrames
 from fastai_seq.layers import TimeDistributed, UnstackStack
+import fastai_seq.fastai_patches  # noqa: F401 (what `fastai_seq.all` applies: `Path.ls_sorted`, `learn.predict` with paths, ...)
 
 cfg = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -8,6 +8,7 @@ from fastai.vision.all import DataBlock, CategoryBlock, parent_label, Grandparen
 from fastai_seq.core import ImageSeq, SeqError, ls_sorted
 from fastai_seq.data import SeqBlock, SkippedItemWarning
 from fastai_seq.files import unrar, videos_to_frames
+import fastai_seq.fastai_patches  # noqa: F401 (what `fastai_seq.all` applies: `Path.ls_sorted`, `learn.predict` with paths, ...)
 from conftest import make_frames, frame_index, write_video, REPO
 
 # ---- the UCF101 tutorial's own `Path.ls_sorted` ----
