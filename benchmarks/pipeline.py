@@ -48,7 +48,7 @@ def ours_dl(files, n_frames, size, bs, nw, hook=None):
     tfms = [Resize(size)] + ([Hook(hook)] if hook else [])
     dblock = DataBlock(blocks=(VideoBlock(n_frames=n_frames, sampler='random'), CategoryBlock), get_y=label,
                        splitter=RandomSplitter(0.), item_tfms=tfms)
-    return dblock.dataloaders(list(files), bs=bs, num_workers=nw).train
+    return dblock.dataloaders(list(files), bs=bs, num_workers=nw).train.new(shuffle=True, drop_last=False)
 
 def rates(its:dict, reps:int, n_items:int) -> dict:
     "Median clips/s of each iterable factory in `its` over `reps` full passes, taking turns so that load drifts hit all alike"
@@ -90,6 +90,12 @@ def profile_train(files, n_frames, size, bs, reps=3, top=25):
     pr.disable()
     s = io.StringIO()
     st = pstats.Stats(pr, stream=s)
+    n_items = reps * len(dl.dataset)
+    rf = sum(v[3] for k, v in st.stats.items() if k[2] == 'read_frames')
+    calls = sum(v[1] for v in st.stats.values())
+    s.write(f"Per item: {st.total_tt/n_items*1000:.2f} ms in all, {rf/n_items*1000:.2f} ms in read_frames (decoding), "
+            f"{(st.total_tt-rf)/n_items*1000:.2f} ms the rest (fastai and ours); {calls/n_items:.0f} Python function calls "
+            f"({n_items} items)\n\n")
     st.sort_stats('tottime').print_stats(top)
     st.sort_stats('cumulative').print_stats(r'read_frames|LoadFrames|_load_path|do_item|create_item|after_item|'
                                             r'create_batch|do_batch|_pil|ImageTuple|StackFrames|Resize|encodes|collate')
