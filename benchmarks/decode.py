@@ -1,153 +1,175 @@
-"Decoding benchmark: `read_frames` (8 uniformly spaced frames, a random 8-frame window) against a full PyAV decode"
-# Usage: python benchmarks/decode.py [--repeats 15] [--threads 1] [--clock cpu|wall]
-# Clips: $FASTAI_SEQ_TEST_DATA/videos, else <repo>/../shared/data/videos.
-# Each repeat times every variant back to back (so machine load hits them alike); a speed-up is the median over repeats of
-# (full decode time / our time) in that repeat, a time the median over repeats. The default clock is this process's CPU
-# time (all its threads), which other jobs on a busy machine disturb far less than wall time.
-# With torchcodec installed (`pip install fastai_seq[bench]`; it needs FFmpeg's shared libraries, on Debian
-# `apt-get install libavcodec59 libavformat59 libavdevice59 libavfilter8 libswscale6`), a second table sets the same
-# calls against torchcodec's exact and approximate seek modes (one FFmpeg thread), on the real clips and on a long
-# generated H.264 file: ours must return exactly the frames of a full PyAV decode (asserted), torchcodec's are counted.
-import argparse, os, shutil, tempfile, time
+"""Decoding benchmark over a corpus of codecs and containers: `read_frames` 8-frame windows against torchcodec exact (a
+decoder opened per call, as a DataLoader item does) and against a bare PyAV loop doing only the work (open, seek to the
+keyframe before the window, decode to its last frame, convert the 8 frames), every window checked against a full decode.
+Usage: python benchmarks/decode.py [--corpus DIR] [--install-ffmpeg] [--windows 8] [--repeats 3] [--clock cpu|wall]
+       [--no-shared] [--only NAME,...] [--vs-full]
+The corpus (benchmarks/corpus.py) is made once and cached in `--corpus` (default /work/scratch/bench/corpus), plus the
+three shared clips ($FASTAI_SEQ_TEST_DATA/videos, else <repo>/../shared/data/videos).
+Per file, `--windows` 8-frame windows start at evenly spread positions; each repeat runs every window through every
+method back to back (so load drifts hit them alike); a method's time in a repeat is the sum over the windows, a ratio is
+the median over repeats of the ratio in that repeat, a time the median over repeats divided by the windows. The default
+clock is this process's CPU time (all its threads), which other jobs on a busy machine disturb far less than wall time.
+torchcodec: `pip install fastai_seq[bench]` (it needs FFmpeg's shared libraries: Debian `apt-get install ffmpeg`)."""
+import argparse, math, os, sys, time
 from pathlib import Path
 import av, numpy as np
-from fastai_seq.video import read_frames, video_info, _cached_index, _CACHE
-from fastai_seq.files import get_video_files
-
-def data_dir():
-    env = os.environ.get('FASTAI_SEQ_TEST_DATA')
-    return Path(env) if env else Path(__file__).resolve().parents[1].parent/'shared'/'data'
-
-def full_decode(fn, rgb=True):
-    "Plain PyAV: decode every frame, converting each to RGB as a naive loader does (`rgb=False`: decode only)"
-    with av.open(str(fn)) as c:
-        return [f.to_ndarray(format='rgb24') if rgb else f for f in c.decode(video=0)]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from corpus import corpus_files, DEFAULT_DIR  # noqa: E402
+import fastai_seq.video as V  # noqa: E402
+from fastai_seq.video import read_frames, video_info  # noqa: E402
 
 CLOCK = time.process_time
 
-def clock(f):
-    t = CLOCK(); f(); return CLOCK()-t
+def best_stream(c):
+    "The video stream FFmpeg picks (`av_find_best_stream`), as players, torchcodec and `read_frames` do"
+    vs = c.streams.video
+    return (c.streams.best('video') if len(vs) > 1 else None) or vs[0]
 
-def bench(fn, repeats, threads, rng):
-    "Times (s) per repeat of the baselines and of `read_frames` variants on `fn`"
-    n = video_info(fn).n_frames
-    uni = np.linspace(0, n-1, 8).round().astype(int)
-    t = {k: [] for k in ('full', 'decode', 'info', 'uni', 'win', 'uni_cold', 'win_cold')}
-    for _ in range(repeats):
-        w1, w2 = [np.arange(s, s+8) for s in rng.integers(0, n-8+1, 2)]
-        t['full'].append(clock(lambda: full_decode(fn)))
-        t['decode'].append(clock(lambda: full_decode(fn, rgb=False)))
-        _CACHE.clear(); t['info'].append(clock(lambda: video_info(fn)))
-        t['uni'].append(clock(lambda: read_frames(fn, uni, threads=threads)))
-        t['win'].append(clock(lambda: read_frames(fn, w1, threads=threads)))
-        _CACHE.clear(); t['uni_cold'].append(clock(lambda: read_frames(fn, uni, threads=threads)))
-        _CACHE.clear(); t['win_cold'].append(clock(lambda: read_frames(fn, w2, threads=threads)))
-    return n, {k: np.array(v) for k, v in t.items()}
+def upright(a, rot):
+    "Frame array `a` turned upright by a display rotation of `rot` degrees (as `read_frames(rotate=True)` does)"
+    k = int(round(rot / 90)) % 4
+    return np.rot90(a, k) if k else a
 
-def long_video(fn, n=3000, w=160, h=120, fps=25, gop=250):
-    "A long generated H.264 MP4 (a moving square over noise), keyframes every `gop` frames as x264's default"
-    with av.open(str(fn), 'w') as c:
-        s = c.add_stream('libx264', rate=fps)
-        s.width, s.height, s.pix_fmt, s.options = w, h, 'yuv420p', {'g': str(gop), 'bf': '2', 'preset': 'veryfast'}
-        rng = np.random.default_rng(0)
-        noise = rng.integers(0, 40, (h, w, 3), dtype=np.uint8)
-        for i in range(n):
-            a = noise.copy(); y, x = (i*2) % (h-16), (i*3) % (w-16); a[y:y+16, x:x+16] = 255
-            for p in s.encode(av.VideoFrame.from_ndarray(a, format='rgb24')): c.mux(p)
-        for p in s.encode(): c.mux(p)
-    return Path(fn)
+def full_decode(fn):
+    "The reference: every frame of the best video stream, RGB, upright; with each frame's pts and keyframe flag"
+    frames, pts, keys, rot = [], [], [], 0
+    with av.open(str(fn)) as c:
+        s = best_stream(c); s.thread_type = 'AUTO'
+        for f in c.decode(s):
+            if not frames: rot = getattr(f, 'rotation', 0) or 0
+            frames.append(upright(f.to_ndarray(format='rgb24'), rot)); pts.append(f.pts); keys.append(bool(f.key_frame))
+    return np.ascontiguousarray(np.stack(frames)), pts, keys, rot
 
-def bench_torchcodec(fn, repeats, rng):
-    "Times (s) per repeat of ours and torchcodec's (exact, approximate; warm, cold), and frame equality with a full decode"
-    from torchcodec.decoders import VideoDecoder
-    ref = np.stack(full_decode(fn))
+class Bare:
+    "The work itself, by hand with PyAV: open, seek to the keyframe before the window, decode to its last frame, convert only the wanted frames"
+    # It is handed what a full decode learnt (each frame's pts, which are keyframes): an oracle index, costing nothing here
+    def __init__(self, fn, pts, keys, rot):
+        self.fn, self.pts, self.rot = str(fn), pts, rot
+        self.keys = [i for i, k in enumerate(keys) if k]
+        self.where = {p: i for i, p in enumerate(pts)}
+        self.r = av.video.reformatter.VideoReformatter()
+    def __call__(self, idxs):
+        want, last, out = set(idxs), idxs[-1], []
+        key = max([k for k in self.keys if k <= idxs[0]] or [0])
+        with av.open(self.fn) as c:
+            s = best_stream(c); s.codec_context.thread_count = 1
+            for o in c.streams:
+                if o.index != s.index: o.discard = av.stream.Discard.all
+            seek = key > 0 and self.pts[key] is not None
+            if seek: c.seek(self.pts[key], stream=s, backward=True, any_frame=False)
+            i = None if seek else 0
+            for f in c.decode(s):
+                if i is None:  # after a seek: number the frames from the pts of the first one
+                    i = self.where.get(f.pts)
+                    if i is None or i > idxs[0]: return None  # the seek cannot be trusted here: the caller decodes from the start
+                if i in want: out.append(upright(self.r.reformat(f, format='rgb24', threads=1).to_ndarray(), self.rot))
+                if i == last: break
+                i += 1
+        return np.stack(out)
+    def from_start(self, idxs):
+        want, last, out = set(idxs), idxs[-1], []
+        with av.open(self.fn) as c:
+            s = best_stream(c); s.codec_context.thread_count = 1
+            for i, f in enumerate(c.decode(s)):
+                if i in want: out.append(upright(self.r.reformat(f, format='rgb24', threads=1).to_ndarray(), self.rot))
+                if i == last: break
+        return np.stack(out)
+
+def forget_index():
+    "Drop every frame index `read_frames` keeps (in memory, and on disk where a version of video.py persists them)"
+    V._CACHE.clear()
+    for name in ('clear_index', '_clear_index', 'clear_index_cache'):  # a persistent index's own reset, where there is one
+        f = getattr(V, name, None)
+        if callable(f):
+            try: f()
+            except TypeError: pass
+
+def windows(n, k, size=8):
+    "`k` windows of `size` frames starting at evenly spread positions of an `n`-frame clip"
+    starts = np.linspace(0, max(n - size, 0), k).round().astype(int)
+    return [list(range(s, min(s + size, n))) for s in dict.fromkeys(starts.tolist())]
+
+def bench_file(fn, n_windows, repeats, tc_cls):
+    "Per-method times (s) summed over the windows per repeat, wrong windows per method, and the errors raised"
+    ref, pts, keys, rot = full_decode(fn)
     n = len(ref)
-    uni = np.linspace(0, n-1, 8).round().astype(int).tolist()
-    def tc(mode, dec=None):
-        "torchcodec's frames: `dec` kept open (warm), or a decoder opened per call as a DataLoader item does (cold)"
-        def get(idxs):
-            d = dec or VideoDecoder(str(fn), seek_mode=mode, num_ffmpeg_threads=1, dimension_order='NHWC')
-            return d.get_frames_at(idxs).data.numpy()
-        return get
-    def ours(cold):
-        def get(idxs):
-            if cold: _CACHE.clear()
-            return read_frames(fn, idxs, threads=1)
-        return get
-    kinds = {'ours': ours(False), 'ours_cold': ours(True)}
-    for m in ('exact', 'approximate'): kinds[f'tc_{m}_cold'] = tc(m)
-    kinds['tc_exact'] = tc('exact', VideoDecoder(str(fn), seek_mode='exact', num_ffmpeg_threads=1, dimension_order='NHWC'))
-    t = {(k, w): [] for k in kinds for w in ('win', 'uni')}
-    same = {k: 0 for k in kinds}
+    wins = windows(n, n_windows)
+    bare = Bare(fn, pts, keys, rot)
+    def ours_warm(idxs): return read_frames(fn, idxs, threads=1)
+    def ours_cold(idxs): forget_index(); return read_frames(fn, idxs, threads=1)
+    def tc(idxs):
+        d = tc_cls(str(fn), seek_mode='exact', num_ffmpeg_threads=1, dimension_order='NHWC')
+        return d.get_frames_at(idxs).data.numpy()
+    def bare_loop(idxs):
+        a = bare(idxs)
+        return bare.from_start(idxs) if a is None else a
+    methods = {'warm': ours_warm, 'cold': ours_cold, 'bare': bare_loop}
+    if tc_cls is not None: methods['tc'] = tc
+    t = {k: np.zeros(repeats) for k in methods}
+    wrong, errors, diff = {k: set() for k in methods}, {}, {}
     video_info(fn)
-    for _ in range(repeats):
-        s0 = int(rng.integers(0, n-8+1))
-        for w, idxs in (('win', list(range(s0, s0+8))), ('uni', uni)):
-            for k, get in kinds.items():
-                c0 = CLOCK(); a = get(idxs); t[k, w].append(CLOCK()-c0)
-                ok = a.shape == ref[idxs].shape and np.array_equal(a, ref[idxs])
-                if k.startswith('ours'): assert ok, f"{fn.name}: read_frames differs from a full decode at {idxs}"
-                same[k] += ok
-    return n, {k: np.array(v) for k, v in t.items()}, same
+    for r in range(repeats):
+        for w, idxs in enumerate(wins):
+            for k, get in methods.items():
+                if k in errors: continue
+                c0 = CLOCK()
+                try: a = get(idxs)
+                except Exception as e:
+                    errors[k] = f"{type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''}"; continue
+                t[k][r] += CLOCK() - c0
+                if not (a.shape == ref[idxs].shape and np.array_equal(a, ref[idxs])):
+                    wrong[k].add(w)
+                    d = int(np.abs(a.astype(np.int16) - ref[idxs]).max()) if a.shape == ref[idxs].shape else -1
+                    diff[k] = max(diff.get(k, 0), d)
+    return n, sum(keys), len(wins), t, wrong, errors, diff
 
-def torchcodec_table(vids, repeats, rng):
-    try: import torchcodec.decoders  # noqa: F401
-    except Exception as e:
-        print(f"\ntorchcodec not usable here ({type(e).__name__}: {str(e).splitlines()[0][:120]}): "
-              "`pip install fastai_seq[bench]` and FFmpeg's shared libraries")
-        return
-    tmp = Path(tempfile.mkdtemp())
-    try:
-        vids = list(vids) + [long_video(tmp/'long_h264_3000.mp4')]
-        print(f"\nAgainst torchcodec (one FFmpeg thread; {CLOCK_NAME} time; medians of {repeats} interleaved repeats). "
-              "A DataLoader item opens its file: torchcodec 'per call' opens a `VideoDecoder` in the call (exact mode "
-              "scans the file then); 'kept open' reuses one decoder, which an item cannot. Ours: warm = index built "
-              "before (as `SeqDL` does before each pass), cold = index built in the call. Ratio = torchcodec exact per "
-              "call / ours; 'same' = calls whose frames equal a full PyAV decode\n")
-        print('| clip | frames | call | ours warm ms | ours cold ms | tc exact per call ms | tc approx per call ms | '
-              'tc exact kept open ms | exact/ours warm | exact/ours cold | same: ours / exact / approx |')
-        print('|---|---|---|---|---|---|---|---|---|---|---|')
-        for fn in vids:
-            n, t, same = bench_torchcodec(fn, repeats, rng)
-            med = lambda k, w: np.median(t[k, w])*1000
-            for w, name in (('win', 'window-8'), ('uni', 'uniform-8')):
-                cols = [fn.name, n, name] + [f'{med(k, w):.1f}' for k in ('ours', 'ours_cold', 'tc_exact_cold',
-                                                                          'tc_approximate_cold', 'tc_exact')]
-                cols += [f"{np.median(t['tc_exact_cold', w]/t['ours', w]):.2f}x",
-                         f"{np.median(t['tc_exact_cold', w]/t['ours_cold', w]):.2f}x"]
-                cols += [f"{same['ours']}/{2*repeats} / {same['tc_exact_cold']}/{2*repeats} / {same['tc_approximate_cold']}/{2*repeats}"]
-                print('| ' + ' | '.join(map(str, cols)) + ' |')
-    finally: shutil.rmtree(tmp, ignore_errors=True)
-
-CLOCK_NAME = 'cpu'
+def gmean(xs):
+    xs = [x for x in xs if x and np.isfinite(x)]
+    return math.exp(sum(map(math.log, xs)) / len(xs)) if xs else float('nan')
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument('--repeats', type=int, default=15)
-    p.add_argument('--threads', type=int, default=1, help="decoder threads for read_frames (1 = as in DataLoader workers)")
-    p.add_argument('--seed', type=int, default=0)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--corpus', default=str(DEFAULT_DIR), help="cache folder of the made files (never in the repository)")
+    p.add_argument('--install-ffmpeg', action='store_true', help="apt-get install -y ffmpeg first (for the files it makes)")
+    p.add_argument('--windows', type=int, default=8, help="8-frame windows per file, at evenly spread positions")
+    p.add_argument('--repeats', type=int, default=3)
     p.add_argument('--clock', choices=('cpu', 'wall'), default='cpu', help="cpu: process CPU time; wall: elapsed time")
-    p.add_argument('--no-torchcodec', action='store_true', help="skip the torchcodec table")
+    p.add_argument('--no-shared', action='store_true', help="leave out the three shared clips")
+    p.add_argument('--only', default='', help="comma-separated file names to run (default: all)")
     a = p.parse_args()
-    global CLOCK, CLOCK_NAME
+    global CLOCK
     CLOCK = time.process_time if a.clock == 'cpu' else time.perf_counter
-    CLOCK_NAME = a.clock
-    vids = get_video_files(data_dir()/'videos')
-    if not vids: raise SystemExit(f"No clips in {data_dir()/'videos'}: set FASTAI_SEQ_TEST_DATA")
-    rng = np.random.default_rng(a.seed)
-    ms = lambda x: f'{np.median(x)*1000:.1f}'
-    print(f"read_frames(threads={a.threads}); {a.clock} time; medians of {a.repeats} interleaved repeats; speed-up = full decode+RGB / ours "
-          f"(in brackets: full decode without RGB conversion / ours); warm = index cached, cold = index built in the call\n")
-    print('| clip | frames | keyframes | full decode+RGB ms | decode only ms | video_info ms | uniform-8 ms | speed-up '
-          '| window-8 ms | speed-up | uniform-8 cold ms | speed-up | window-8 cold ms | speed-up |')
-    print('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|')
-    for fn in vids:
-        n, t = bench(fn, a.repeats, a.threads, rng)
-        ix = _cached_index(fn)
-        sp = lambda k: f"{np.median(t['full']/t[k]):.1f}x ({np.median(t['decode']/t[k]):.1f}x)"
-        cols = [fn.name, n, len(ix.keys) if ix.seekable else '-', ms(t['full']), ms(t['decode']), ms(t['info'])]
-        for k in ('uni', 'win', 'uni_cold', 'win_cold'): cols += [ms(t[k]), sp(k)]
-        print('| ' + ' | '.join(map(str, cols)) + ' |')
-    if not a.no_torchcodec: torchcodec_table(vids, a.repeats, rng)
+    files, missing = corpus_files(a.corpus, a.install_ffmpeg, shared=not a.no_shared)
+    if a.only: files = [f for f in files if f.name in a.only.split(',')]
+    try:
+        from torchcodec.decoders import VideoDecoder
+        import torchcodec; tcv = torchcodec.__version__
+    except Exception as e:
+        VideoDecoder, tcv = None, None
+        print(f"torchcodec not usable here ({type(e).__name__}: {str(e).splitlines()[0][:120]}): its columns are empty")
+    print(f"PyAV {av.__version__}, torchcodec {tcv}; {a.clock} time; {a.windows} windows of 8 frames per file, "
+          f"{a.repeats} interleaved repeats (medians); read_frames(threads=1), torchcodec one FFmpeg thread, a decoder per call. "
+          "Ratios > 1: ours faster; ours/bare < 1.15 is the goal. Wrong = windows whose frames differ from a full PyAV decode (largest pixel difference).\n")
+    print('| file | frames | keyframes | ours warm ms | ours cold ms | tc exact ms | bare PyAV ms | tc/ours warm | tc/ours cold '
+          '| ours warm/bare | wrong: ours warm / cold / tc / bare |')
+    print('|---|---|---|---|---|---|---|---|---|---|---|')
+    R = {'w': [], 'c': [], 'b': []}
+    for fn in files:
+        n, nk, nw, t, wrong, errors, diff = bench_file(fn, a.windows, a.repeats, VideoDecoder)
+        ms = lambda k: errors.get(k, f'{np.median(t[k]) / nw * 1000:.2f}') if k in t else '-'
+        ratio = lambda x, y: (np.median(t[x] / t[y]) if x in t and y in t and x not in errors and y not in errors else float('nan'))
+        rw, rc, rb = ratio('tc', 'warm'), ratio('tc', 'cold'), ratio('warm', 'bare')
+        R['w'].append(rw); R['c'].append(rc); R['b'].append(rb)
+        f = lambda x: '-' if not np.isfinite(x) else f'{x:.2f}x'
+        dd = lambda k: '' if k not in diff else ' (shape)' if diff[k] < 0 else f' (max diff {diff[k]})'
+        wr = ' / '.join('err' if k in errors else f'{len(wrong[k])}/{nw}{dd(k)}' if k in wrong else '-' for k in ('warm', 'cold', 'tc', 'bare'))
+        print(f"| {fn.name} | {n} | {nk} | {ms('warm')} | {ms('cold')} | {ms('tc')} | {ms('bare')} | {f(rw)} | {f(rc)} | {f(rb)} | {wr} |",
+              flush=True)
+    print(f"\nGeometric means over {len(files)} files: torchcodec exact / ours warm {gmean(R['w']):.2f}x, "
+          f"/ ours cold {gmean(R['c']):.2f}x; ours warm / bare PyAV loop {gmean(R['b']):.2f}x")
+    lo = [(fn.name, x) for fn, x in zip(files, R['w']) if np.isfinite(x) and x < 1.0]
+    print(f"Files below 1.0x warm: {', '.join(f'{n} {x:.2f}x' for n, x in lo) or 'none'}; "
+          f"above 1.15x of the bare loop: {', '.join(f'{fn.name} {x:.2f}x' for fn, x in zip(files, R['b']) if x > 1.15) or 'none'}")
+    for k, v in missing.items(): print(f"Not in the corpus: {k} ({v})")
 
 if __name__ == '__main__': main()

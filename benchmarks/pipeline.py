@@ -1,49 +1,67 @@
-"""Clips per second through the full fastai pipeline (`VideoBlock`, `Resize`, batch augmentation) against a plain
-`torch.utils.data.DataLoader` calling the same decoder and resize, and against reading the same clips from frame folders.
-`VideoBlock` lets the decoder do a leading `Resize` (`leading_resize`); a row with `decoder_resize=False` has fastai do
-it (the same work as the plain loader), one with `VideoBlock(size=...)` and no `Resize`; and the probes (file indexings) counted in
-a first and a second pass with 2 workers: the second must do none.
-Run: python benchmarks/pipeline.py [--copies 4] [--reps 3]"""
-import os, shutil, sys, tempfile, time
-from functools import partial
-import fastai_seq.video as V
+"""Clips per second end to end: fastai_seq's `VideoBlock` DataBlock pipeline (`Resize`, random windows) against the plain
+PyTorch `Dataset` + `DataLoader` over torchcodec that its documentation shows (a `VideoDecoder` per item with its
+decoder-side `Resize` transform, `get_frames_at`), on the same clips (benchmarks/corpus.py and the shared clips), at the
+same output size, with 0 and 2 workers. `--profile`: cProfile of `dls.train` at 0 workers. `--memory`: resident size per
+worker after 200 and 1,000 items, ours and torchcodec's. And the probes (file indexings) of two passes with 2 workers.
+Run: python benchmarks/pipeline.py [--corpus DIR] [--reps 3] [--workers 0,2] [--sizes 112,224] [--frames 8,16]
+     [--profile] [--memory] [--mem-items 1000]"""
+import cProfile, io, os, pstats, resource, sys, tempfile, time
 from pathlib import Path
 import numpy as np, torch
-from PIL import Image
 from fastcore.script import call_parse
-from fastai.vision.all import (DataBlock, CategoryBlock, parent_label, RandomSplitter, Resize, aug_transforms, IntToFloatTensor)
-from fastai_seq.all import *
+from fastai.vision.all import DataBlock, CategoryBlock, RandomSplitter, Resize, ItemTransform
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from corpus import corpus_files, DEFAULT_DIR  # noqa: E402
+import fastai_seq.video as V  # noqa: E402
+from fastai_seq.all import VideoBlock  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-N_FRAMES, SIZE, BS = 8, 128, 4
+def label(fn): return Path(fn).suffix  # any label: the container's extension
 
-def _data_dir():
-    p = Path(os.environ.get('FASTAI_SEQ_TEST_DATA', REPO.parent/'shared'/'data'))/'videos'
-    if not p.is_dir(): sys.exit(f"{p} not found: set FASTAI_SEQ_TEST_DATA")
-    return p
-
-class PlainClips(torch.utils.data.Dataset):
-    "The hand-written baseline: decode 8 uniformly spaced frames, resize each with PIL, stack"
-    def __init__(self, files): self.files = files
+class TorchcodecClips(torch.utils.data.Dataset):
+    "What a PyTorch user writes from torchcodec's docs: a decoder per item with a decoder-side `Resize`, a random window"
+    def __init__(self, files, n_frames, size, hook=None): self.files, self.n_frames, self.size, self.hook = files, n_frames, size, hook
     def __len__(self): return len(self.files)
     def __getitem__(self, i):
-        fn = self.files[i]
-        idxs = np.linspace(0, video_info(fn).n_frames-1, N_FRAMES).round().astype(int).tolist()
-        frames = [Image.fromarray(a).resize((SIZE, SIZE), Image.BILINEAR) for a in read_frames(fn, idxs)]
-        return torch.from_numpy(np.stack([np.asarray(f) for f in frames])).permute(0,3,1,2), 0
+        from torchcodec.decoders import VideoDecoder
+        from torchcodec.transforms import Resize as TcResize
+        dec = VideoDecoder(str(self.files[i]), seek_mode='exact', num_ffmpeg_threads=1,
+                           transforms=[TcResize((self.size, self.size))])
+        n = dec.metadata.num_frames
+        s = int(torch.randint(0, max(n - self.n_frames, 0) + 1, ()))
+        x = dec.get_frames_at(list(range(s, s + self.n_frames))).data  # (T,C,H,W) uint8
+        if self.hook: self.hook()
+        return x, 0
 
-def _rates(its:dict, reps:int) -> dict:
-    "Median clips/s of each iterable factory in `its` over `reps` full passes, interleaved so that load drifts hit all alike"
-    rates = {k:[] for k in its}
+def torchcodec_dl(files, n_frames, size, bs, nw, hook=None):
+    dl = torch.utils.data.DataLoader(TorchcodecClips(files, n_frames, size, hook), batch_size=bs, shuffle=True, num_workers=nw)
+    def it():
+        for x, y in dl: yield x.float().div_(255), y  # on the batch, as fastai's `IntToFloatSeq`
+    return it
+
+class Hook(ItemTransform):
+    "Last item transform: calls `f` per item (the memory log), passing the item through"
+    order = 1000
+    def __init__(self, f): super().__init__(); self.f = f
+    def encodes(self, o): self.f(); return o
+
+def ours_dl(files, n_frames, size, bs, nw, hook=None):
+    tfms = [Resize(size)] + ([Hook(hook)] if hook else [])
+    dblock = DataBlock(blocks=(VideoBlock(n_frames=n_frames, sampler='random'), CategoryBlock), get_y=label,
+                       splitter=RandomSplitter(0.), item_tfms=tfms)
+    return dblock.dataloaders(list(files), bs=bs, num_workers=nw).train.new(shuffle=True, drop_last=False)
+
+def rates(its:dict, reps:int, n_items:int) -> dict:
+    "Median clips/s of each iterable factory in `its` over `reps` full passes, taking turns so that load drifts hit all alike"
+    out = {k: [] for k in its}
     for _ in range(reps):
-        for k,(it_fn,n_items) in its.items():
-            t = time.perf_counter(); n = 0
-            for b in it_fn(): n += len(b[0])
-            rates[k].append(n/(time.perf_counter()-t))
-            assert n==n_items, (k, n, n_items)
-    return {k:float(np.median(v)) for k,v in rates.items()}
+        for k, it in its.items():
+            t, n = time.perf_counter(), 0
+            for b in it(): n += len(b[0])
+            out[k].append(n / (time.perf_counter() - t))
+            if n != n_items: raise RuntimeError(f"{k}: {n} clips in a pass, expected {n_items}")
+    return {k: float(np.median(v)) for k, v in out.items()}
 
-def _probes_per_pass(path, nw, passes=2) -> list:
+def probes_per_pass(files, nw, passes=2) -> list:
     "Probes in each of `passes` passes of a fresh `VideoBlock` pipeline with `nw` workers (forked workers log them to a file)"
     log, orig = Path(tempfile.mkdtemp())/'probes', V._build_index
     def probe(fn, *args, **kwargs):
@@ -52,60 +70,118 @@ def _probes_per_pass(path, nw, passes=2) -> list:
     V._build_index, counts = probe, []
     try:
         V._CACHE.clear()
-        dls = DataBlock(blocks=(VideoBlock(n_frames=N_FRAMES), CategoryBlock), get_items=get_video_files, get_y=parent_label,
-                        splitter=RandomSplitter(0.), item_tfms=Resize(SIZE)).dataloaders(path, bs=BS, num_workers=nw)
+        dl = ours_dl(files, 8, 112, 4, nw)
         n0 = len(log.read_text().split()) if log.exists() else 0
         for _ in range(passes):
-            for b in dls.train: pass
+            for b in dl: pass
             n1 = len(log.read_text().split()) if log.exists() else 0
             counts.append(n1 - n0); n0 = n1
     finally: V._build_index = orig
     return counts
 
+def profile_train(files, n_frames, size, bs, reps=3, top=25):
+    "cProfile of `reps` passes of `dls.train` at 0 workers: the top functions by own time, and the share of decoding"
+    dl = ours_dl(files, n_frames, size, bs, 0)
+    for b in dl: pass  # indexes the files, warms the caches
+    pr = cProfile.Profile()
+    pr.enable()
+    for _ in range(reps):
+        for b in dl: pass
+    pr.disable()
+    s = io.StringIO()
+    st = pstats.Stats(pr, stream=s)
+    n_items = reps * len(dl.dataset)
+    rf = sum(v[3] for k, v in st.stats.items() if k[2] == 'read_frames')
+    calls = sum(v[1] for v in st.stats.values())
+    s.write(f"Per item: {st.total_tt/n_items*1000:.2f} ms in all, {rf/n_items*1000:.2f} ms in read_frames (decoding), "
+            f"{(st.total_tt-rf)/n_items*1000:.2f} ms the rest (fastai and ours); {calls/n_items:.0f} Python function calls "
+            f"({n_items} items)\n\n")
+    st.sort_stats('tottime').print_stats(top)
+    st.sort_stats('cumulative').print_stats(r'read_frames|LoadFrames|_load_path|do_item|create_item|after_item|'
+                                            r'create_batch|do_batch|_pil|ImageTuple|StackFrames|Resize|encodes|collate')
+    return s.getvalue()
+
+def _mem():
+    "(resident MiB, peak resident MiB, private dirty MiB) of this process, from /proc"
+    st = dict(l.split(':', 1) for l in Path('/proc/self/status').read_text().splitlines() if ':' in l)
+    kb = lambda k: int(st[k].split()[0]) / 1024
+    priv = sum(int(l.split()[1]) for l in Path('/proc/self/smaps_rollup').read_text().splitlines()
+               if l.startswith(('Private_Dirty', 'Private_Clean'))) / 1024
+    return kb('VmRSS'), kb('VmHWM'), priv
+
+class MemLog:
+    "Per process: after the `at` items, append `pid item rss peak private` to a shared file"
+    def __init__(self, fn, at=(200, 1000)): self.fn, self.at, self.n = str(fn), set(at), 0
+    def __call__(self):
+        self.n += 1
+        if self.n in self.at:
+            with open(self.fn, 'a') as f: f.write(f"{os.getpid()} {self.n} " + ' '.join(f'{v:.1f}' for v in _mem()) + '\n')
+
+def mem_per_worker(files, n_items, nw, n_frames, size, bs):
+    "Per worker (rss, peak, private) after 200 and `n_items` items, ours and torchcodec's, each worker reading `n_items`"
+    items = [files[i % len(files)] for i in range((n_items + bs) * nw)]
+    out = {}
+    for name, make in (('ours', ours_dl), ('torchcodec', torchcodec_dl)):
+        log = Path(tempfile.mkdtemp())/'mem'
+        V._CACHE.clear()
+        dl = make(items, n_frames, size, bs, nw, hook=MemLog(log, (200, n_items)))
+        for b in (dl() if name == 'torchcodec' else dl): pass
+        rows = [l.split() for l in log.read_text().splitlines()]
+        per = {}
+        for pid, n, rss, peak, priv in rows: per.setdefault(pid, {})[int(n)] = (float(rss), float(peak), float(priv))
+        out[name] = per
+    return out
 
 @call_parse
-def main(copies:int=4, # Copies of each real clip in the benchmark set
-         reps:int=5, # Passes per measurement (median), the pipelines taking turns
+def main(corpus:str=str(DEFAULT_DIR), # Cache folder of the corpus files (never in the repository)
+         reps:int=3, # Passes per measurement (median), the pipelines taking turns
          workers:str='0,2', # num_workers values to measure
+         sizes:str='112,224', # Output sizes (`Resize`)
+         frames:str='8,16', # Frames per clip
+         bs:int=4, # Batch size
+         copies:int=1, # Copies of the file list per pass
+         profile:bool=False, # cProfile of `dls.train` iteration at 0 workers (8 frames at 112)
+         memory:bool=False, # Resident size per worker after 200 and `mem_items` items, ours and torchcodec's
+         mem_items:int=1000, # Items per worker for `--memory`
+         no_rates:bool=False, # Leave out the clips/s table (e.g. with `--profile` or `--memory` alone)
 ):
     torch.set_num_threads(1)
-    src = _data_dir()
-    tmp = Path(tempfile.mkdtemp())
-    try:
-        for i,f in enumerate(sorted(src.iterdir())):
-            d = tmp/'videos'/f'class{i%2}'
-            d.mkdir(parents=True, exist_ok=True)
-            for c in range(copies): shutil.copy(f, d/f'{f.stem}_{c}{f.suffix}')
-        files = list(get_video_files(tmp/'videos'))
-        videos_to_frames(tmp/'videos', tmp/'frames', n_workers=1)
-        folders = sorted(d for d in (tmp/'frames').glob('*/*') if d.is_dir())
-        print(f"{len(files)} clips ({copies} copies of each clip in {src}), {N_FRAMES} frames at {SIZE}px, bs={BS}\n")
-        print("| pipeline | num_workers | clips/s | time vs plain DataLoader |")
-        print("|---|---|---|---|")
+    files, missing = corpus_files(corpus)
+    files = files * copies
+    try: import torchcodec; tcv = torchcodec.__version__
+    except Exception as e: sys.exit(f"torchcodec is needed for the comparison ({type(e).__name__}: {e}): pip install fastai_seq[bench]")
+    print(f"{len(files)} clips (the corpus of benchmarks/corpus.py and the shared clips{', x%d' % copies if copies > 1 else ''}), "
+          f"random windows, bs={bs}, one torch thread, torchcodec {tcv}; clips/s are medians of {reps} passes taken in turns")
+    if missing: print('Not in the corpus: ' + ', '.join(missing))
+    if profile:
+        print("\nProfile of 3 passes of `dls.train` at 0 workers (8 frames, Resize(112)):\n")
+        print(profile_train(files, 8, 112, bs))
+    if not no_rates:
+        print("\n| frames | size | num_workers | fastai_seq VideoBlock clips/s | torchcodec Dataset clips/s | ours/torchcodec |")
+        print("|---|---|---|---|---|---|")
         for nw in [int(w) for w in workers.split(',')]:
-            plain = torch.utils.data.DataLoader(PlainClips(files), batch_size=BS, num_workers=nw)
-            def plain_it():
-                for x,y in plain: yield (x.float().div_(255), y)
-            def dl(block, items, path, batch_tfms, resize=True):
-                dblock = DataBlock(blocks=(block(n_frames=N_FRAMES), CategoryBlock), get_items=items, get_y=parent_label,
-                                   splitter=RandomSplitter(0.), item_tfms=Resize(SIZE) if resize else None,
-                                   batch_tfms=batch_tfms)
-                return dblock.dataloaders(path, bs=BS, num_workers=nw).train.new(shuffle=False, drop_last=False)
-            vdl = dl(VideoBlock, get_video_files, tmp/'videos', aug_transforms())
-            vdl_noaug = dl(VideoBlock, get_video_files, tmp/'videos', None)
-            vdl_dec = dl(partial(VideoBlock, size=SIZE), get_video_files, tmp/'videos', None, resize=False)
-            vdl_fastai = dl(partial(VideoBlock, decoder_resize=False), get_video_files, tmp/'videos', None)
-            fdl = dl(SeqBlock, lambda p: folders, tmp/'frames', aug_transforms())
-            r = _rates({'plain':(plain_it, len(files)), 'noaug':(lambda: vdl_noaug, len(files)), 'aug':(lambda: vdl, len(files)),
-                        'dec':(lambda: vdl_dec, len(files)), 'fastai':(lambda: vdl_fastai, len(files)),
-                        'frames':(lambda: fdl, len(folders))}, reps)
-            for k,what in (('plain', "plain torch DataLoader (decode + PIL resize)"),
-                           ('noaug', "fastai_seq VideoBlock + Resize (the decoder does the Resize: the default)"),
-                           ('fastai', "fastai_seq VideoBlock(decoder_resize=False) + Resize (fastai resizes: the plain one's work)"),
-                           ('dec', "fastai_seq VideoBlock(size=...), no Resize"),
-                           ('aug', "fastai_seq VideoBlock + Resize + aug_transforms (decoder resize)"),
-                           ('frames', "fastai_seq SeqBlock on frame folders + Resize + aug_transforms")):
-                print(f"| {what} | {nw} | {r[k]:.1f} | {r['plain']/r[k]:.2f}x |")
+            for nf in [int(x) for x in frames.split(',')]:
+                for sz in [int(x) for x in sizes.split(',')]:
+                    V._CACHE.clear()
+                    dl = ours_dl(files, nf, sz, bs, nw)
+                    b = dl.one_batch()
+                    tc = torchcodec_dl(files, nf, sz, bs, nw)
+                    x = next(iter(tc()))[0]
+                    if tuple(b[0].shape[1:]) != tuple(x.shape[1:]):
+                        raise RuntimeError(f"output shapes differ: ours {tuple(b[0].shape)}, torchcodec {tuple(x.shape)}")
+                    r = rates({'ours': lambda: dl, 'tc': tc}, reps, len(files))
+                    print(f"| {nf} | {sz} | {nw} | {r['ours']:.1f} | {r['tc']:.1f} | {r['ours']/r['tc']:.2f}x |", flush=True)
         print(f"\nProbes (file indexings, counted in every process) with 2 workers, from an empty index: "
-              f"{', '.join(f'pass {i+1}: {n}' for i,n in enumerate(_probes_per_pass(tmp/'videos', 2)))} ({len(files)} files)")
-    finally: shutil.rmtree(tmp, ignore_errors=True)
+              f"{', '.join(f'pass {i+1}: {n}' for i, n in enumerate(probes_per_pass(files, 2)))} ({len(files)} files)")
+    if memory:
+        nw = 2
+        m = mem_per_worker(files, mem_items, nw, 8, 112, bs)
+        print(f"\nMemory per worker ({nw} workers, each reading {mem_items} items of the corpus, 8 frames at 112): "
+              f"resident MiB after item 200 and {mem_items}, peak resident, private (not shared with the main process)\n")
+        print(f"| pipeline | worker | RSS @200 | RSS @{mem_items} | growth 200->{mem_items} | peak RSS | private @200 | private @{mem_items} |")
+        print("|---|---|---|---|---|---|---|---|")
+        for name, per in m.items():
+            for j, (pid, d) in enumerate(sorted(per.items())):
+                a, z = d.get(200), d.get(mem_items)
+                if not a or not z: print(f"| {name} | {j} | (read {sorted(d)} items) |"); continue
+                print(f"| {name} | {j} | {a[0]:.0f} | {z[0]:.0f} | {z[0]-a[0]:+.1f} | {z[1]:.0f} | {a[2]:.0f} | {z[2]:.0f} |")

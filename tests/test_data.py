@@ -71,6 +71,29 @@ def test_videoblock_datablock(video_folder):
         n = len(list(ImageSeq.create(item)))
         assert [frame_index(f) for f in seq] == sample_indices(n, 8, 'uniform')
 
+def test_decoder_resize_skips_fastais_noop_resize(video_folder, monkeypatch):
+    "A leading `Resize` the decoder did is not run again per frame, and batches (and the random stream) are unchanged"
+    from fastai_seq.data import SeqDL
+    short, calls, call = SeqDL._after_item, [], Resize.__call__
+    monkeypatch.setattr(Resize, '__call__', lambda self, *a, **k: calls.append(1) or call(self, *a, **k))
+    def batches(method, split):
+        random.seed(0); torch.manual_seed(0)
+        dls = DataBlock(blocks=(VideoBlock(n_frames=4, sampler='auto'), CategoryBlock), get_items=get_video_files,
+                        get_y=parent_label, splitter=GrandparentSplitter(), item_tfms=Resize(24, method=method)
+                        ).dataloaders(video_folder, bs=2, num_workers=0)
+        random.seed(1); torch.manual_seed(1)
+        calls.clear()
+        return [b for b in (dls.train, dls.valid)[split]]
+    for method in ('crop', 'pad', 'squish'):
+        for split in (0, 1):
+            SeqDL._after_item = short
+            a = batches(method, split)
+            assert a and not calls  # the shortcut was taken
+            monkeypatch.setattr(SeqDL, '_after_item', lambda self, o: self.after_item(o))
+            b = batches(method, split)
+            assert calls and len(a)==len(b)
+            assert all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(a, b))
+
 @pytest.mark.workers
 def test_videoblock_workers_and_random_sampler(video_folder):
     dls = _video_dblock(sampler='auto').dataloaders(video_folder, bs=3, num_workers=2)
