@@ -212,7 +212,9 @@ def _build_index(fn, force_decode=False, max_pixels=None, stream=None):
                     try: fr = p.decode()
                     except Exception as e:
                         if _ours(e): raise _library_error(fn, e) from e
-                        raise _verr(fn, f"decoding failed at frame {n_dec} ({type(e).__name__}: {e})", _REENCODE) from None
+                        n_ok = n_dec if count else _readable(fn, sv)
+                        raise _verr(fn, f"decoding failed at frame {n_ok} ({type(e).__name__}: {e}): "
+                                        f"{_readable_msg(n_ok, s.frames)}", _REENCODE) from None
                     if fr and first is None: first = fr[0]
                     if count: decoded += [(f.pts, f.key_frame) for f in fr]
                     n_dec += len(fr)
@@ -227,9 +229,10 @@ def _build_index(fn, force_decode=False, max_pixels=None, stream=None):
         short = s.frames and n_pk < s.frames and s.frames-n_pk > max(1, s.frames//100)
         cut = (_riff_cut(fn) if fmt == 'avi' else 'x') if short and err is None else None
         if err is not None or cut:
-            raise _verr(fn, f"it looks truncated or corrupt: its header announces {s.frames} frames but only {n_pk} could be "
-                            f"read" + (f" ({type(err).__name__}: {err})" if err is not None else '')
-                            + (f" ({cut})" if cut and cut != 'x' else ''), _REENCODE)
+            raise _verr(fn, f"it looks truncated or corrupt: its header announces {s.frames} frames but only {n_pk} packets "
+                            f"could be read" + (f" ({type(err).__name__}: {err})" if err is not None else '')
+                            + (f" ({cut})" if cut and cut != 'x' else '') + f"; {_readable_msg(_readable(fn, sv), s.frames)}",
+                        _REENCODE)
         if short and why is None: why = f'its header announces {s.frames} frames, its packets {n_pk}'
         if first is None: raise _verr(fn, "it has no decodable frame", _REENCODE)
         if why is None:
@@ -244,7 +247,10 @@ def _build_index(fn, force_decode=False, max_pixels=None, stream=None):
             fps = _rate(s, spts, n)
             dur = float((spts[-1]-spts[0]) * s.time_base) + (1/fps if fps else 0.)
             return _VideoIndex(fn, n, fps, w, h, dur, pts=spts, keys=kidx, rotation=rot, stream=sv)
-        seek_by_dts = _decode_index(packets, decoded) if count and fmt == 'avi' and not force_decode else None
+        # one decode counted the frames: where it showed one frame per packet, each known by its pts, the file is
+        # seekable by packet dts (AVI's untrusted codecs, VP8 without invisible frames)
+        seek_by_dts = (_decode_index(packets, decoded) if count and (fmt == 'avi' or codec in _NO_TRUST) and not force_decode
+                       else None)
     finally: c.close()
     # Untrusted packets: the frame count is what a full decode yields
     n = n_dec if count else _count_frames(fn, sv)
@@ -293,6 +299,24 @@ def _decode_index(packets, decoded) -> dict|None:
     if not keys or keys[0] != 0: return None
     return dict(pts=np.asarray(fpts, dtype=np.int64), keys=np.asarray(keys), dts=np.asarray([packets[k][0] for k in keys]))
 
+def _readable(fn, stream:int=0) -> int:
+    "How many frames of `fn`'s video `stream` decode, from the first, before an error (a damaged file)"
+    n = 0
+    try:
+        with _open_container(fn) as c:
+            s = _vstream(c, fn, stream)
+            _set_threads(s, 1)
+            for p in c.demux(s): n += len(p.decode())
+    except (VideoError, _LibraryError): raise
+    except Exception as e:
+        if _ours(e): raise _library_error(fn, e) from e
+    return n
+
+def _readable_msg(n, declared) -> str:
+    "Which frames of a damaged file are readable: `n` from the first, of the `declared` ones its header announces"
+    of = f" of the {declared} its header declares" if declared else ''
+    return f"frames 0-{n-1}{of} are readable" if n else f"none of the frames{of} is readable"
+
 def _count_frames(fn, stream:int=0):
     "Number of frames a plain full decode of `fn`'s video `stream` yields"
     n = 0
@@ -303,7 +327,8 @@ def _count_frames(fn, stream:int=0):
             for p in c.demux(s): n += len(p.decode())
         except Exception as e:
             if _ours(e): raise _library_error(fn, e) from e
-            raise _verr(fn, f"decoding failed after {n} frames ({type(e).__name__}: {e})", _REENCODE) from None
+            raise _verr(fn, f"decoding failed after {n} frames ({type(e).__name__}: {e}): {_readable_msg(n, s.frames)}",
+                    _REENCODE) from None
     return n
 
 _CACHE, _CACHE_MAX, _LOCK = OrderedDict(), 1<<17, threading.Lock()  # a few KiB an entry; UCF101 has 13,320 files
@@ -552,7 +577,8 @@ def _decode_from_start(fn, wanted, threads, format, r, stream:int=0):
                     if i == last: return
                     i += 1
         except av.error.FFmpegError as e:
-            raise _verr(fn, f"decoding failed at frame {i} ({type(e).__name__}: {e})", _REENCODE) from None
+            raise _verr(fn, f"decoding failed at frame {i} ({type(e).__name__}: {e}): {_readable_msg(i, s.frames)}",
+                        _REENCODE) from None
     raise _verr(fn, f"frame index {last} is out of range: the video has {i} frames (0..{i-1})")
 
 def _check_idxs(fn, ix, idxs):
@@ -676,15 +702,17 @@ def iter_frames(fn,           # A video file
 
 def _verify_one(fn, max_pixels=None) -> str|None:
     "Why `fn` does not decode end to end, without error, to the frames its index counts (None if it does)"
-    n, size = 0, None
+    n, size, declared = 0, None, 0
     try:
         ix = _cached_index(fn, max_pixels=max_pixels)
         with _open_container(fn) as c:
             s = _vstream(c, fn, ix.stream)
             _set_threads(s, 1)
+            declared = s.frames or ix.n_frames
             for p in c.demux(s):
                 for f in p.decode():
-                    if f.is_corrupt: return f"frame {n} decodes with errors (FFmpeg hides them): it is damaged inside"
+                    if f.is_corrupt:
+                        return f"frame {n} decodes with errors (FFmpeg hides them): it is damaged inside; {_readable_msg(n, declared)}"
                     if size is None: size = (f.width, f.height)
                     elif (f.width, f.height) != size:
                         return f"the frame size changes inside the video ({size[0]}x{size[1]} then {f.width}x{f.height} at frame {n})"
@@ -693,8 +721,10 @@ def _verify_one(fn, max_pixels=None) -> str|None:
     except _LibraryError: raise  # our failure, not the file's: every file would be reported damaged
     except Exception as e:
         if _ours(e): raise _library_error(fn, e) from e
-        return f"decoding failed at frame {n} ({type(e).__name__}: {e}): it is damaged inside"
-    if n != ix.n_frames: return f"a full decode yields {n} frames where its packets count {ix.n_frames}: it is damaged inside"
+        return f"decoding failed at frame {n} ({type(e).__name__}: {e}): it is damaged inside; {_readable_msg(n, declared)}"
+    if n != ix.n_frames:
+        return (f"a full decode yields {n} frames where its packets count {ix.n_frames}: it is damaged inside; "
+                f"{_readable_msg(n, declared)}")
     return None
 
 def verify_videos(files, # Video files (e.g. from `get_video_files`)
