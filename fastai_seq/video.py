@@ -335,7 +335,7 @@ class _Lru(OrderedDict):
     "The cache of built `_VideoIndex`es (most recently used last); clearing it also forgets the compact tier (`_MORE`, `_STORES`)"
     def clear(self):
         super().clear()
-        _MORE.clear(); _STORES.clear()
+        _MORE.clear(); _STORES.clear(); _PROBED.clear()
 
 _CACHE, _CACHE_MAX, _LOCK = _Lru(), 1<<17, threading.Lock()  # a few KiB an entry; UCF101 has 13,320 files
 _STATS = Counter()  # in this process: 'indexed' (files indexed), 'decoded' (frames decoded to read frames)
@@ -515,11 +515,24 @@ def _save_store(root, store, new:dict) -> _Store|None:
         return s
     return store
 
-def _lookup(k):
-    "The compact entry of cache key `k` built in this process or saved (None if none)"
+_PROBED = set()  # folders whose saved index this process has looked for
+
+def _open_stores_above(path):
+    "Map the saved indexes of the folders above file `path` not looked at yet (a dataset read before `index_videos` ran)"
+    d = os.path.dirname(path)
+    while d and d not in _PROBED:
+        with _LOCK: _PROBED.add(d)
+        _open_store(d)
+        up = os.path.dirname(d)
+        if up == d: break
+        d = up
+
+def _lookup(k, above=False):
+    "The compact entry of cache key `k` built in this process or saved (None if none); `above`: also look in the folders above it"
     h = _khash(k)
     e = _MORE.get(h)
     if e is not None: return e
+    if above: _open_stores_above(k[0])
     for s in list(_STORES.values()):
         i = s.find(np.array([h], dtype=np.uint64))[0]
         if i >= 0: return s.entry(i)
@@ -540,7 +553,7 @@ def _cached_index(fn, force_decode=False, max_pixels=None, stream=None):
         with _LOCK:
             ix = _CACHE.get(k)
             if ix is not None: _CACHE.move_to_end(k)
-        if ix is None and (e := _lookup(k)) is not None:  # indexed before (here, or saved): no need to index it again
+        if ix is None and (e := _lookup(k, above=True)) is not None:  # indexed before (here, or saved): no need to index it again
             ix = _expand(fn, e)
             with _LOCK:
                 _CACHE[k] = ix
@@ -561,8 +574,8 @@ def before_fork():
     "Free this process's unreachable PyAV decoders now: one that ran threads, freed in a forked child, waits for them forever"
     gc.collect()
 
-def _index_files(files, n_workers=0, max_pixels=None, progress=None, stream=None) -> tuple:
-    "`(store files, entries)` covering `files`: those neither indexed here nor saved are indexed (in parallel) and saved"
+def _index_files(files, n_workers=0, max_pixels=None, progress=None, stream=None, build=True) -> tuple:
+    "`(store files, entries, n)` covering `files`: those neither indexed here nor saved are indexed (in parallel; `build`) and saved"
     fs = {}
     for f in files:
         if (k := _cache_key(f, stream)) is not None: fs.setdefault(k, f)
@@ -571,6 +584,7 @@ def _index_files(files, n_workers=0, max_pixels=None, progress=None, stream=None
     hs = np.fromiter((_khash(k) for k in fs), np.uint64, len(fs))
     saved = store.find(hs) >= 0 if store is not None else np.zeros(len(hs), bool)
     todo = [(k, f) for (k, f), h, s in zip(fs.items(), hs.tolist(), saved) if not s and h not in _MORE and _lookup(k) is None]
+    if not build: todo = []
     if todo:
         nw = n_workers if len(todo) >= 16 else 0  # a pool costs more than it saves for a few files
         if nw: before_fork()
@@ -612,12 +626,15 @@ def index_videos(files, # Video files
                  max_pixels:int=None, # Leave out files whose header declares more pixels per frame (reported when read)
                  progress:bool=None, # Show a progress bar (None: for 64 files or more)
                  stream:int=None, # Which of the files' video streams (None: the one FFmpeg picks)
+                 build:bool=True, # False: index none (each is indexed when first read), only map the saved index and save
+                                  # those this process indexed since
                 )->_IndexShip: # What to keep on the loader: spawn/forkserver workers map the saved index from it
     "Index those of `files` not indexed yet, here or in the dataset's saved index (then saved there), before workers start"
     # Saved beside the dataset (`<common folder of files>/.fastai_seq_index`), else in fastai's data folder when that is
     # read-only, or in the folder `FASTAI_SEQ_INDEX_DIR` names (set it to 'off' to save nothing); keyed by path, size,
     # modification time and stream: a changed file is indexed again
-    stores, entries, n = _index_files(files, n_workers=n_workers, max_pixels=max_pixels, progress=progress, stream=stream)
+    stores, entries, n = _index_files(files, n_workers=n_workers, max_pixels=max_pixels, progress=progress, stream=stream,
+                                      build=build)
     return _IndexShip(stores, entries, n)
 
 def video_info(fn, # A video file
