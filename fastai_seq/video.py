@@ -178,8 +178,28 @@ def _rate(s, pts, n):
     if pts is not None and n > 1 and pts[-1] > pts[0]: return float((n-1) / ((pts[-1]-pts[0]) * s.time_base))
     return 0.
 
-def _build_index(fn, force_decode=False, max_pixels=None, stream=None):
-    "Build the `_VideoIndex` of `fn`'s video `stream`: demux its packets (no decoding) when that gives the exact frames, else count by decoding"
+# Containers whose own index (`stream.index_entries`) lists every packet with its dts, keyframe flag, position and size
+_ENTRY_FMTS = {'mov,mp4,m4a,3gp,3g2,mj2'}
+
+def _entries_index(fn, c, s, codec, fmt):
+    "`(pts, keyframe flags)` of stream `s` from the container's own index, where it gives the frames exactly (else None)"
+    # Only without frame reordering (pts order = dts order, so a packet's pts is its dts), and not MPEG-4 Part 2 (its
+    # packets' bytes tell whether each holds one frame): elsewhere the packet scan reads the pts
+    if fmt not in _ENTRY_FMTS or codec in _NO_TRUST or codec == 'mpeg4': return None
+    if codec not in _NO_REORDER and s.codec_context.has_b_frames: return None
+    ie = s.index_entries
+    n = len(ie)
+    if not n or n != s.frames: return None
+    ts, keys, end = np.empty(n, np.int64), np.empty(n, bool), 0
+    for i, e in enumerate(ie):
+        if e.size <= 0 or e.is_discard: return None
+        ts[i], keys[i], end = e.timestamp, e.is_keyframe, max(end, e.pos + e.size)
+    if n > 1 and (np.diff(ts) <= 0).any(): return None
+    if end > os.path.getsize(fn): return None  # cut short: the scan says where
+    return ts, keys
+
+def _build_index(fn, force_decode=False, max_pixels=None, stream=None, entries=True):
+    "Build the `_VideoIndex` of `fn`'s video `stream`: from the container's index or its packets (no decoding) when they give the exact frames, else count by decoding"
     c = _open_container(fn)
     try:
         s = _vstream(c, fn, stream)
@@ -191,6 +211,22 @@ def _build_index(fn, force_decode=False, max_pixels=None, stream=None):
         if force_decode: why = 'forced'
         _set_threads(s, 1)
         count = why is not None  # the packets can't tell: count frames by decoding them all, in this same pass
+        if not count and entries and (got := _entries_index(fn, c, s, codec, fmt)) is not None:
+            # the container's own index: no packet read but those up to the first frame (its pts must be the first)
+            spts, kf = got
+            first = None
+            try:
+                for p in c.demux(s):
+                    if (fr := p.decode()): first = fr[0]; break
+            except Exception as e:
+                if _ours(e): raise _library_error(fn, e) from e
+            if first is not None and first.pts == spts[0]:
+                _STATS['indexed'] += 1; _STATS['entries'] += 1
+                n, fps = len(spts), _rate(s, spts, len(spts))
+                dur = float((spts[-1]-spts[0]) * s.time_base) + (1/fps if fps else 0.)
+                return _VideoIndex(fn, n, fps, first.width, first.height, dur, pts=spts, keys=np.flatnonzero(kf),
+                                   rotation=_rotation(first), stream=sv)
+            c.seek(0, stream=s)  # not the frames it says: scan the packets instead
         pts, keys, n_pk, n_dec, first, err = [], [], 0, 0, None, None
         packets, decoded = [], []  # when counting: (dts, pts, keyframe) of each packet, (pts, keyframe) of each decoded frame
         _STATS['indexed'] += 1
