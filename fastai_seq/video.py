@@ -505,14 +505,18 @@ def _index_dir():
     if v is None: return None
     return False if v.strip().lower() in ('', '0', 'off', 'none', 'false', 'no') else Path(v).expanduser()
 
-def _fallback_dir() -> Path:
-    "Where saved indexes of read-only datasets go: fastai's data folder"
-    try:
-        from fastai.data.external import fastai_path
-        return Path(fastai_path('data'))/_INDEX_NAME
-    except Exception: return Path.home()/'.fastai'/'data'/_INDEX_NAME
+_FALLBACK = []
 
-def index_files(root) -> list:
+def _fallback_dir() -> Path:
+    "Where saved indexes of read-only datasets go: fastai's data folder (looked up once)"
+    if not _FALLBACK:
+        try:
+            from fastai.data.external import fastai_path
+            _FALLBACK.append(Path(fastai_path('data'))/_INDEX_NAME)
+        except Exception: _FALLBACK.append(Path.home()/'.fastai'/'data'/_INDEX_NAME)
+    return _FALLBACK[0]
+
+def index_locations(root) -> list:
     "Where the saved index of the dataset in folder `root` is looked for, in order ([] when saving is off)"
     d, name = _index_dir(), f'{_h64(os.path.abspath(root)):016x}'
     if d is False: return []
@@ -528,7 +532,7 @@ def _root(keys) -> str|None:
 
 def _open_store(root) -> _Store|None:
     "The saved index of the dataset in `root`, memory-mapped once per process (None if it has none)"
-    for fn in ([] if root is None else index_files(root)):
+    for fn in ([] if root is None else index_locations(root)):
         s = _STORES.get(str(fn))
         if s is not None: return s
         try: s = _Store(fn)
@@ -541,7 +545,7 @@ def _save_store(root, store, new:dict) -> _Store|None:
     "Save the dataset index of `root`: `store`'s entries and `new` ones; the new store, or None if nowhere is writable"
     if not new or root is None: return store
     hs, recs, pools = _merged(store, new)
-    for fn in index_files(root):
+    for fn in index_locations(root):
         try: _write_store(fn, hs, recs, pools)
         except OSError: continue  # a read-only dataset: the next place
         s = _Store(fn)
