@@ -605,9 +605,9 @@ def _cached_index(fn, force_decode=False, max_pixels=None, stream=None):
     if k is not None: _remember(k, ix)
     return ix
 
-def _build_index_or_none(fn, max_pixels=None, stream=None):
-    "The `_VideoIndex` of `fn`, or None if it cannot be indexed (the item that reads it reports why)"
-    try: return _build_index(fn, max_pixels=max_pixels, stream=stream)
+def _compact_index_or_none(fk, max_pixels=None, stream=None):
+    "The compact entry (`_compact`) of file `fk[0]`'s index (cache key `fk[1]`), or None if it cannot be indexed (its reader says why)"
+    try: return _compact(fk[1], _build_index(fk[0], max_pixels=max_pixels, stream=stream))
     except Exception: return None
 
 def before_fork():
@@ -628,10 +628,11 @@ def _index_files(files, n_workers=0, max_pixels=None, progress=None, stream=None
     if todo:
         nw = n_workers if len(todo) >= 16 else 0  # a pool costs more than it saves for a few files
         if nw: before_fork()
-        ixs = parallel(_build_index_or_none, [f for _, f in todo], max_pixels=max_pixels, stream=stream, n_workers=nw,
-                       progress=len(todo) >= 64 if progress is None else progress)
-        for (k, _), ix in zip(todo, ixs):
-            if ix is not None: _remember(k, ix)
+        # a pool process sends back the compact entry (a few hundred bytes), kept as is: expanded when the file is read
+        es = parallel(_compact_index_or_none, [(f, k) for k, f in todo], max_pixels=max_pixels, stream=stream,
+                      n_workers=nw, progress=len(todo) >= 64 if progress is None else progress,
+                      chunksize=max(1, min(32, len(todo) // (8 * max(nw, 1)))))
+        with _LOCK: _MORE.update((_khash(k), e) for (k, _), e in zip(todo, es) if e is not None)
     # save what this process knows of these files and the saved index lacks (built now, or when read before)
     new = {h: e for h, s in zip(hs.tolist(), saved) if not s and (e := _MORE.get(h)) is not None}
     store = _save_store(root, store, new)
