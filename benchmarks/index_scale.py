@@ -73,7 +73,7 @@ else:
     t = time.perf_counter(); it = iter(dls.train); b = next(it); out['first_batch_s'] = time.perf_counter() - t
     out['start_s'] = out['dataloaders_s'] + out['first_batch_s']
     del it
-    out.update(files=len(files), indexed_here=V._STATS['indexed'], stores=[(s, os.path.getsize(s)) for s in V._STORES],
+    out.update(files=len(files), indexed_here=V._STATS['indexed'], stores=[(s, os.path.getsize(s), len(V._STORES[s])) for s in V._STORES],
                more=len(V._MORE))
 out['maxrss_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print('RESULT ' + json.dumps(out))
@@ -106,10 +106,10 @@ def main():
     print(f"cold dataloaders() + first batch, {a.workers} workers, {n:,} files: {r2['start_s']:.1f} s "
           f"(dataloaders {r2['dataloaders_s']:.1f} s, first batch {r2['first_batch_s']:.1f} s; listing {r2['get_files_s']:.1f} s)")
     r3 = child('dls', root/'clips', n, a.workers, env2)
-    size = sum(s for _, s in r3['stores'])
+    size, n_saved = sum(s for _, s, _ in r3['stores']), sum(n for _, _, n in r3['stores'])
     print(f"warm (saved index) dataloaders() + first batch: {r3['start_s']:.2f} s (dataloaders {r3['dataloaders_s']:.2f} s, "
           f"first batch {r3['first_batch_s']:.2f} s; listing {r3['get_files_s']:.1f} s); files indexed: {r3['indexed_here']}")
-    print(f"saved index: {size:,} bytes for {n:,} files = {size/n:.0f} bytes a file; main process peak RSS "
+    print(f"saved index: {size:,} bytes for {n_saved:,} files (the training split) = {size/n_saved:.0f} bytes a file; main process peak RSS "
           f"{r2['maxrss_mib']:.0f} MiB cold, {r3['maxrss_mib']:.0f} MiB warm")
     print(json.dumps({'n': n, 'cold1': r1, 'cold': r2, 'warm': r3}))
 

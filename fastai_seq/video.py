@@ -226,7 +226,10 @@ def _build_index(fn, force_decode=False, max_pixels=None, stream=None, entries=T
                 dur = float((spts[-1]-spts[0]) * s.time_base) + (1/fps if fps else 0.)
                 return _VideoIndex(fn, n, fps, first.width, first.height, dur, pts=spts, keys=np.flatnonzero(kf),
                                    rotation=_rotation(first), stream=sv)
-            c.seek(0, stream=s)  # not the frames it says: scan the packets instead
+            c.close()  # not the frames it says: scan the packets instead, with a fresh demuxer and decoder
+            c = _open_container(fn)
+            s = _vstream(c, fn, stream)
+            _set_threads(s, 1)
         pts, keys, n_pk, n_dec, first, err = [], [], 0, 0, None, None
         packets, decoded = [], []  # when counting: (dts, pts, keyframe) of each packet, (pts, keyframe) of each decoded frame
         _STATS['indexed'] += 1
@@ -374,7 +377,8 @@ class _Lru(OrderedDict):
         _MORE.clear(); _STORES.clear(); _PROBED.clear()
 
 _CACHE, _CACHE_MAX, _LOCK = _Lru(), 1<<17, threading.Lock()  # a few KiB an entry; UCF101 has 13,320 files
-_STATS = Counter()  # in this process: 'indexed' (files indexed), 'decoded' (frames decoded to read frames)
+_STATS = Counter()  # in this process: 'indexed' (files indexed), 'entries' (of them, from the container's own index),
+                    # 'decoded' (frames decoded to read frames)
 
 def _cache_key(fn, stream=None):
     "The cache key of `fn`'s video `stream`: a changed file (size, modification time) is another key"
@@ -623,8 +627,8 @@ def _index_files(files, n_workers=0, max_pixels=None, progress=None, stream=None
     store = _open_store(root)
     hs = np.fromiter((_khash(k) for k in fs), np.uint64, len(fs))
     saved = store.find(hs) >= 0 if store is not None else np.zeros(len(hs), bool)
-    todo = [(k, f) for (k, f), h, s in zip(fs.items(), hs.tolist(), saved) if not s and h not in _MORE and _lookup(k) is None]
-    if not build: todo = []
+    todo = [(k, f) for (k, f), h, s in zip(fs.items(), hs.tolist(), saved)
+            if not s and h not in _MORE and _lookup(k) is None] if build else []
     if todo:
         nw = n_workers if len(todo) >= 16 else 0  # a pool costs more than it saves for a few files
         if nw: before_fork()
@@ -637,6 +641,10 @@ def _index_files(files, n_workers=0, max_pixels=None, progress=None, stream=None
     new = {h: e for h, s in zip(hs.tolist(), saved) if not s and (e := _MORE.get(h)) is not None}
     store = _save_store(root, store, new)
     saved = store.find(hs) >= 0 if store is not None else np.zeros(len(hs), bool)
+    if store is not None and new:  # now in the mapped file: the Python copies (~1 KiB each) need not stay, nor reach forked workers
+        with _LOCK:
+            for h, s in zip(hs.tolist(), saved):
+                if s: _MORE.pop(h, None)
     rest = {h: e for h, s in zip(hs.tolist(), saved) if not s and (e := _MORE.get(h)) is not None}
     return ([store.fn] if store is not None else []), rest, int(saved.sum()) + len(rest)
 

@@ -73,6 +73,18 @@ def test_corpus_entries_and_scan_agree(corpus):
         sets = [[0], [n-1], list(range(max(0, n-8), n)), sorted(rng.choice(n, min(n, 6), replace=False).tolist())]
         for idxs in sets: assert np.array_equal(read_frames(fn, idxs), ref[idxs]), (fn.name, idxs)
 
+def test_container_index_checked(corpus, monkeypatch):
+    "A container index whose first pts is not the first decoded frame's is not used: the packets are scanned"
+    fn = next(f for f in corpus if f.name == 'h264_nob.mp4')
+    real = V._entries_index
+    def shifted(*args):
+        got = real(*args)
+        return None if got is None else (got[0] + 1, got[1])
+    monkeypatch.setattr(V, '_entries_index', shifted)
+    V._STATS.clear()
+    _same(V._build_index(fn), V._build_index(fn, entries=False))
+    assert V._STATS['entries'] == 0 and V._STATS['indexed'] == 2
+
 def test_vp8_window_seeks(tmp_path):
     "A VP8 WebM with one shown frame a packet is seekable: a window at its end decodes far fewer frames than its index"
     fn = write_video(tmp_path/'vp8.webm', codec='libvpx', n=120, gop=12)
