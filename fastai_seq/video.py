@@ -1,6 +1,6 @@
 "Decoding video files with PyAV: exact frame access by index (`read_frames`), `video_info`, `verify_videos`, the frame index"
 from fastai.data.all import *
-import av, gc, hashlib, importlib, json, re, threading
+import av, gc, hashlib, importlib, json, re, struct, threading
 from collections import Counter, OrderedDict
 from typing import NamedTuple
 from multiprocessing.reduction import ForkingPickler
@@ -396,7 +396,7 @@ def _cache_key(fn, stream=None):
 _REC = np.dtype([('path','<u8'), ('n','<i8'), ('fps','<f8'), ('w','<i4'), ('h','<i4'), ('dur','<f8'), ('rot','<i2'),
                  ('stream','<i2'), ('flags','<i4'), ('r0','<i8'), ('nr','<i4'), ('k0','<i8'), ('nk','<i4'), ('d0','<i8')])
 _SEEK, _DTS = 1, 2  # `flags`: seekable (pts index), seekable by packet dts (decode-built)
-_MORE, _STORES = {}, {}  # {hash: (path hash, row, runs, keys, dts)} built here; {file: _Store} memory-mapped saved indexes
+_MORE, _STORES = {}, {}  # {hash: `_compact` bytes} built here; {file: _Store} memory-mapped saved indexes
 _MAGIC, _HEAD = b'FSEQIDX1', 512  # a saved index: magic, header length, JSON `{array: [count, offset]}`, then the arrays
 _INDEX_ENV = 'FASTAI_SEQ_INDEX_DIR'  # a folder for the saved indexes; '', 0, off, none, false: save none
 _INDEX_NAME = '.fastai_seq_index'    # the saved index, beside the dataset (in its files' common folder)
@@ -419,17 +419,30 @@ def _unruns(r) -> np.ndarray:
     if len(r) < 2: return r.copy()
     return np.concatenate([r[:1], r[0] + np.cumsum(np.repeat(r[1::2], r[2::2]))])
 
-def _compact(k, ix) -> tuple:
-    "`(path hash, row, runs, keys, dts)`: `_VideoIndex` `ix` of cache key `k`, in ~100 bytes plus its runs and keyframes"
+_PACK = struct.Struct('<QqdiidhhiIII')  # path hash, row (n, fps, w, h, duration, rotation, stream, flags), pool lengths
+
+def _compact(k, ix) -> bytes:
+    "`_VideoIndex` `ix` of cache key `k` in ~60 bytes plus its pts runs and keyframes (`_unpack` reads it)"
     flags = (_SEEK if ix.seekable else 0) | (_DTS if ix.dts is not None else 0)
     runs = _runs(ix.pts) if ix.pts is not None else np.zeros(0, np.int64)
-    keys = np.asarray([] if ix.keys is None else ix.keys, dtype=np.int32)
-    dts = np.asarray([] if ix.dts is None else ix.dts, dtype=np.int64)
-    return (_phash(k), (ix.n_frames, ix.fps, ix.width, ix.height, ix.duration, ix.rotation, ix.stream, flags), runs, keys, dts)
+    keys = np.asarray([] if ix.keys is None else ix.keys, dtype='<i4')
+    dts = np.asarray([] if ix.dts is None else ix.dts, dtype='<i8')
+    head = _PACK.pack(_phash(k), ix.n_frames, ix.fps, ix.width, ix.height, ix.duration, ix.rotation, ix.stream, flags,
+                      len(runs), len(keys), len(dts))
+    return head + runs.astype('<i8').tobytes() + keys.tobytes() + dts.tobytes()
+
+def _unpack(b) -> tuple:
+    "`(path hash, row, runs, keys, dts)` of a compact entry (`_compact`'s bytes, or already this tuple)"
+    if not isinstance(b, bytes): return b
+    ph, *row, nr, nk, nd = _PACK.unpack_from(b)
+    o = _PACK.size
+    runs = np.frombuffer(b, '<i8', nr, o); o += 8*nr
+    keys = np.frombuffer(b, '<i4', nk, o); o += 4*nk
+    return ph, tuple(row), runs, keys, np.frombuffer(b, '<i8', nd, o)
 
 def _expand(fn, e) -> '_VideoIndex':
     "The `_VideoIndex` of `fn` from its compact entry `e`"
-    _, (n, fps, w, h, dur, rot, stream, flags), runs, keys, dts = e
+    _, (n, fps, w, h, dur, rot, stream, flags), runs, keys, dts = _unpack(e)
     seek = bool(flags & _SEEK)  # a decode-built index (`_DTS`) is seekable too, by packet dts
     why = None if seek and not flags & _DTS else 'packets not trusted (saved index)'
     return _VideoIndex(fn, int(n), float(fps), int(w), int(h), float(dur), pts=_unruns(runs) if seek else None,
@@ -484,14 +497,14 @@ def _write_store(fn, hs, recs, pools):
 def _merged(store, new:dict) -> tuple:
     "`(hashes, rows, pools)` of `store`'s entries (None: no store) with `new` `{hash: entry}` added (replacing a changed file's)"
     if store is not None:
-        a, drop = store.a, np.isin(store.a['rec']['path'], np.fromiter((e[0] for e in new.values()), np.uint64, len(new)))
+        a, drop = store.a, np.isin(store.a['rec']['path'], np.fromiter((_unpack(e)[0] for e in new.values()), np.uint64, len(new)))
         keep = ~drop & ~np.isin(a['hash'], np.fromiter(new, np.uint64, len(new)))
         hs0, rec0, pools0 = a['hash'][keep], a['rec'][keep].copy(), {k: a[k] for k in ('runs', 'keys', 'dts')}
     else: hs0, rec0, pools0 = np.zeros(0, np.uint64), np.zeros(0, _REC), {k: np.zeros(0, t) for k, t in (('runs', '<i8'), ('keys', '<i4'), ('dts', '<i8'))}
     rec1 = np.zeros(len(new), _REC)
     lens = {k: len(v) for k, v in pools0.items()}
     pools1 = {k: [] for k in pools0}
-    for j, (ph, row, runs, keys, dts) in enumerate(new.values()):
+    for j, (ph, row, runs, keys, dts) in enumerate(map(_unpack, new.values())):
         r = rec1[j]
         r['path'] = ph
         for f, v in zip(('n', 'fps', 'w', 'h', 'dur', 'rot', 'stream', 'flags'), row): r[f] = v
