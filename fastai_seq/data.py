@@ -445,8 +445,8 @@ class SeqDL(TfmdDL):
     def before_iter(self):
         super().before_iter()
         self._skip_start = [len(f.skip_log) for f in find_load_frames(self.dataset)]
+        _index_videos(self)
         if self.fake_l.num_workers:  # the real count: `self.num_workers` is 1 in the main process (a worker's own view)
-            _index_videos(self)
             before_fork()  # a PyAV decoder left in a reference cycle (by an exception's traceback) is freed here, not in a worker
 
     def after_iter(self):
@@ -465,11 +465,14 @@ def _index_videos(dl):
     "Index the videos of `dl`'s items in this (main) process, by a pool of as many processes as `dl` has workers"
     # Each file is indexed once, whatever the start method of the workers (fresh ones every pass): forked workers inherit
     # this process's cache; spawn/forkserver ones (Windows, Python 3.14's Linux default) unpickle `dl` (`_FakeLoader.d`), whose
-    # `_vindex` seeds their cache. Without workers, no pool: each file is indexed when first read, in this process.
+    # `_vindex` maps the dataset's saved index in theirs. Without workers, no pool: each file is indexed when first read, in
+    # this process, and saved at the next pass. The saved index makes later passes, runs and processes index no file.
     lfs, items = find_load_frames(dl.dataset), getattr(dl.dataset, 'items', None)
     if not lfs or items is None: return
     vids = [o for o in items if isinstance(o, (str, Path)) and _is_video(o)]
-    dl._vindex = index_videos(vids, n_workers=dl.fake_l.num_workers, max_pixels=lfs[0].max_pixels, stream=lfs[0].stream)
+    if not vids: return
+    nw = dl.fake_l.num_workers
+    dl._vindex = index_videos(vids, n_workers=nw, max_pixels=lfs[0].max_pixels, stream=lfs[0].stream, build=bool(nw))
 
 def SeqBlock(
     cls=ImageSeq, # `ImageSeq` (RGB) or `ImageSeqBW` (grayscale)

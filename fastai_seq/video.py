@@ -1,6 +1,6 @@
 "Decoding video files with PyAV: exact frame access by index (`read_frames`), `video_info`, `verify_videos`, the frame index"
 from fastai.data.all import *
-import av, gc, importlib, re, threading
+import av, gc, hashlib, importlib, json, re, struct, threading
 from collections import Counter, OrderedDict
 from typing import NamedTuple
 from multiprocessing.reduction import ForkingPickler
@@ -178,8 +178,28 @@ def _rate(s, pts, n):
     if pts is not None and n > 1 and pts[-1] > pts[0]: return float((n-1) / ((pts[-1]-pts[0]) * s.time_base))
     return 0.
 
-def _build_index(fn, force_decode=False, max_pixels=None, stream=None):
-    "Build the `_VideoIndex` of `fn`'s video `stream`: demux its packets (no decoding) when that gives the exact frames, else count by decoding"
+# Containers whose own index (`stream.index_entries`) lists every packet with its dts, keyframe flag, position and size
+_ENTRY_FMTS = {'mov,mp4,m4a,3gp,3g2,mj2'}
+
+def _entries_index(fn, c, s, codec, fmt):
+    "`(pts, keyframe flags)` of stream `s` from the container's own index, where it gives the frames exactly (else None)"
+    # Only without frame reordering (pts order = dts order, so a packet's pts is its dts), and not MPEG-4 Part 2 (its
+    # packets' bytes tell whether each holds one frame): elsewhere the packet scan reads the pts
+    if fmt not in _ENTRY_FMTS or codec in _NO_TRUST or codec == 'mpeg4': return None
+    if codec not in _NO_REORDER and s.codec_context.has_b_frames: return None
+    ie = s.index_entries
+    n = len(ie)
+    if not n or n != s.frames: return None
+    ts, keys, end = np.empty(n, np.int64), np.empty(n, bool), 0
+    for i, e in enumerate(ie):
+        if e.size <= 0 or e.is_discard: return None
+        ts[i], keys[i], end = e.timestamp, e.is_keyframe, max(end, e.pos + e.size)
+    if n > 1 and (np.diff(ts) <= 0).any(): return None
+    if end > os.path.getsize(fn): return None  # cut short: the scan says where
+    return ts, keys
+
+def _build_index(fn, force_decode=False, max_pixels=None, stream=None, entries=True):
+    "Build the `_VideoIndex` of `fn`'s video `stream`: from the container's index or its packets (no decoding) when they give the exact frames, else count by decoding"
     c = _open_container(fn)
     try:
         s = _vstream(c, fn, stream)
@@ -191,6 +211,25 @@ def _build_index(fn, force_decode=False, max_pixels=None, stream=None):
         if force_decode: why = 'forced'
         _set_threads(s, 1)
         count = why is not None  # the packets can't tell: count frames by decoding them all, in this same pass
+        if not count and entries and (got := _entries_index(fn, c, s, codec, fmt)) is not None:
+            # the container's own index: no packet read but those up to the first frame (its pts must be the first)
+            spts, kf = got
+            first = None
+            try:
+                for p in c.demux(s):
+                    if (fr := p.decode()): first = fr[0]; break
+            except Exception as e:
+                if _ours(e): raise _library_error(fn, e) from e
+            if first is not None and first.pts == spts[0]:
+                _STATS['indexed'] += 1; _STATS['entries'] += 1
+                n, fps = len(spts), _rate(s, spts, len(spts))
+                dur = float((spts[-1]-spts[0]) * s.time_base) + (1/fps if fps else 0.)
+                return _VideoIndex(fn, n, fps, first.width, first.height, dur, pts=spts, keys=np.flatnonzero(kf),
+                                   rotation=_rotation(first), stream=sv)
+            c.close()  # not the frames it says: scan the packets instead, with a fresh demuxer and decoder
+            c = _open_container(fn)
+            s = _vstream(c, fn, stream)
+            _set_threads(s, 1)
         pts, keys, n_pk, n_dec, first, err = [], [], 0, 0, None, None
         packets, decoded = [], []  # when counting: (dts, pts, keyframe) of each packet, (pts, keyframe) of each decoded frame
         _STATS['indexed'] += 1
@@ -212,7 +251,9 @@ def _build_index(fn, force_decode=False, max_pixels=None, stream=None):
                     try: fr = p.decode()
                     except Exception as e:
                         if _ours(e): raise _library_error(fn, e) from e
-                        raise _verr(fn, f"decoding failed at frame {n_dec} ({type(e).__name__}: {e})", _REENCODE) from None
+                        n_ok = n_dec if count else _readable(fn, sv)
+                        raise _verr(fn, f"decoding failed at frame {n_ok} ({type(e).__name__}: {e}): "
+                                        f"{_readable_msg(n_ok, s.frames)}", _REENCODE) from None
                     if fr and first is None: first = fr[0]
                     if count: decoded += [(f.pts, f.key_frame) for f in fr]
                     n_dec += len(fr)
@@ -227,9 +268,10 @@ def _build_index(fn, force_decode=False, max_pixels=None, stream=None):
         short = s.frames and n_pk < s.frames and s.frames-n_pk > max(1, s.frames//100)
         cut = (_riff_cut(fn) if fmt == 'avi' else 'x') if short and err is None else None
         if err is not None or cut:
-            raise _verr(fn, f"it looks truncated or corrupt: its header announces {s.frames} frames but only {n_pk} could be "
-                            f"read" + (f" ({type(err).__name__}: {err})" if err is not None else '')
-                            + (f" ({cut})" if cut and cut != 'x' else ''), _REENCODE)
+            raise _verr(fn, f"it looks truncated or corrupt: its header announces {s.frames} frames but only {n_pk} packets "
+                            f"could be read" + (f" ({type(err).__name__}: {err})" if err is not None else '')
+                            + (f" ({cut})" if cut and cut != 'x' else '') + f"; {_readable_msg(_readable(fn, sv), s.frames)}",
+                        _REENCODE)
         if short and why is None: why = f'its header announces {s.frames} frames, its packets {n_pk}'
         if first is None: raise _verr(fn, "it has no decodable frame", _REENCODE)
         if why is None:
@@ -244,7 +286,10 @@ def _build_index(fn, force_decode=False, max_pixels=None, stream=None):
             fps = _rate(s, spts, n)
             dur = float((spts[-1]-spts[0]) * s.time_base) + (1/fps if fps else 0.)
             return _VideoIndex(fn, n, fps, w, h, dur, pts=spts, keys=kidx, rotation=rot, stream=sv)
-        seek_by_dts = _decode_index(packets, decoded) if count and fmt == 'avi' and not force_decode else None
+        # one decode counted the frames: where it showed one frame per packet, each known by its pts, the file is
+        # seekable by packet dts (AVI's untrusted codecs, VP8 without invisible frames)
+        seek_by_dts = (_decode_index(packets, decoded) if count and (fmt == 'avi' or codec in _NO_TRUST) and not force_decode
+                       else None)
     finally: c.close()
     # Untrusted packets: the frame count is what a full decode yields
     n = n_dec if count else _count_frames(fn, sv)
@@ -293,6 +338,24 @@ def _decode_index(packets, decoded) -> dict|None:
     if not keys or keys[0] != 0: return None
     return dict(pts=np.asarray(fpts, dtype=np.int64), keys=np.asarray(keys), dts=np.asarray([packets[k][0] for k in keys]))
 
+def _readable(fn, stream:int=0) -> int:
+    "How many frames of `fn`'s video `stream` decode, from the first, before an error (a damaged file)"
+    n = 0
+    try:
+        with _open_container(fn) as c:
+            s = _vstream(c, fn, stream)
+            _set_threads(s, 1)
+            for p in c.demux(s): n += len(p.decode())
+    except (VideoError, _LibraryError): raise
+    except Exception as e:
+        if _ours(e): raise _library_error(fn, e) from e
+    return n
+
+def _readable_msg(n, declared) -> str:
+    "Which frames of a damaged file are readable: `n` from the first, of the `declared` ones its header announces"
+    of = f" of the {declared} its header declares" if declared else ''
+    return f"frames 0-{n-1}{of} are readable" if n else f"none of the frames{of} is readable"
+
 def _count_frames(fn, stream:int=0):
     "Number of frames a plain full decode of `fn`'s video `stream` yields"
     n = 0
@@ -303,11 +366,19 @@ def _count_frames(fn, stream:int=0):
             for p in c.demux(s): n += len(p.decode())
         except Exception as e:
             if _ours(e): raise _library_error(fn, e) from e
-            raise _verr(fn, f"decoding failed after {n} frames ({type(e).__name__}: {e})", _REENCODE) from None
+            raise _verr(fn, f"decoding failed after {n} frames ({type(e).__name__}: {e}): {_readable_msg(n, s.frames)}",
+                    _REENCODE) from None
     return n
 
-_CACHE, _CACHE_MAX, _LOCK = OrderedDict(), 1<<17, threading.Lock()  # a few KiB an entry; UCF101 has 13,320 files
-_STATS = Counter()  # in this process: 'indexed' (files indexed), 'decoded' (frames decoded to read frames)
+class _Lru(OrderedDict):
+    "The cache of built `_VideoIndex`es (most recently used last); clearing it also forgets the compact tier (`_MORE`, `_STORES`)"
+    def clear(self):
+        super().clear()
+        _MORE.clear(); _STORES.clear(); _PROBED.clear()
+
+_CACHE, _CACHE_MAX, _LOCK = _Lru(), 1<<17, threading.Lock()  # a few KiB an entry; UCF101 has 13,320 files
+_STATS = Counter()  # in this process: 'indexed' (files indexed), 'entries' (of them, from the container's own index),
+                    # 'decoded' (frames decoded to read frames)
 
 def _cache_key(fn, stream=None):
     "The cache key of `fn`'s video `stream`: a changed file (size, modification time) is another key"
@@ -316,6 +387,222 @@ def _cache_key(fn, stream=None):
     except OSError: return None
     return (os.path.abspath(fn), st.st_size, st.st_mtime_ns, stream)
 
+# ---------------------------------------------------------------------------------------------------------------------
+# The compact index: every file indexed in this process (`_MORE`) and the saved indexes of datasets (`_STORES`)
+# An entry is ~100 bytes plus its pts as runs of equal steps (one run for a constant frame rate) and its keyframes: the
+# LRU above keeps the expanded `_VideoIndex` of the files being read, this tier keeps every file ever indexed, so nothing
+# is indexed twice in a process whatever the dataset size, and a saved index is memory-mapped: shared by all workers
+
+_REC = np.dtype([('path','<u8'), ('n','<i8'), ('fps','<f8'), ('w','<i4'), ('h','<i4'), ('dur','<f8'), ('rot','<i2'),
+                 ('stream','<i2'), ('flags','<i4'), ('r0','<i8'), ('nr','<i4'), ('k0','<i8'), ('nk','<i4'), ('d0','<i8')])
+_SEEK, _DTS = 1, 2  # `flags`: seekable (pts index), seekable by packet dts (decode-built)
+_MORE, _STORES = {}, {}  # {hash: `_compact` bytes} built here; {file: _Store} memory-mapped saved indexes
+_MAGIC, _HEAD = b'FSEQIDX1', 512  # a saved index: magic, header length, JSON `{array: [count, offset]}`, then the arrays
+_INDEX_ENV = 'FASTAI_SEQ_INDEX_DIR'  # a folder for the saved indexes; '', 0, off, none, false: save none
+_INDEX_NAME = '.fastai_seq_index'    # the saved index, beside the dataset (in its files' common folder)
+
+def _h64(s:str) -> int: return int.from_bytes(hashlib.blake2b(s.encode('utf-8', 'surrogateescape'), digest_size=8).digest(), 'little')
+def _khash(k) -> int: return _h64('\0'.join(map(str, k)))               # path, size, mtime, stream: a changed file is new
+def _phash(k) -> int: return _h64(f'{k[0]}\0{k[3]}')                     # path and stream: the entry it replaces
+
+def _runs(pts) -> np.ndarray:
+    "`pts` as `[first, step, count, step, count...]`: runs of equal steps (one for a constant frame rate)"
+    pts = np.asarray(pts, dtype=np.int64)
+    if len(pts) < 2: return pts.copy()
+    d = np.diff(pts)
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(d)) + 1])
+    return np.concatenate([pts[:1], np.stack([d[starts], np.diff(np.append(starts, len(d)))], 1).ravel()])
+
+def _unruns(r) -> np.ndarray:
+    "The pts of runs `r` (`_runs`)"
+    r = np.asarray(r, dtype=np.int64)
+    if len(r) < 2: return r.copy()
+    return np.concatenate([r[:1], r[0] + np.cumsum(np.repeat(r[1::2], r[2::2]))])
+
+_PACK = struct.Struct('<QqdiidhhiIII')  # path hash, row (n, fps, w, h, duration, rotation, stream, flags), pool lengths
+
+def _compact(k, ix) -> bytes:
+    "`_VideoIndex` `ix` of cache key `k` in ~60 bytes plus its pts runs and keyframes (`_unpack` reads it)"
+    flags = (_SEEK if ix.seekable else 0) | (_DTS if ix.dts is not None else 0)
+    runs = _runs(ix.pts) if ix.pts is not None else np.zeros(0, np.int64)
+    keys = np.asarray([] if ix.keys is None else ix.keys, dtype='<i4')
+    dts = np.asarray([] if ix.dts is None else ix.dts, dtype='<i8')
+    head = _PACK.pack(_phash(k), ix.n_frames, ix.fps, ix.width, ix.height, ix.duration, ix.rotation, ix.stream, flags,
+                      len(runs), len(keys), len(dts))
+    return head + runs.astype('<i8').tobytes() + keys.tobytes() + dts.tobytes()
+
+def _unpack(b) -> tuple:
+    "`(path hash, row, runs, keys, dts)` of a compact entry (`_compact`'s bytes, or already this tuple)"
+    if not isinstance(b, bytes): return b
+    ph, *row, nr, nk, nd = _PACK.unpack_from(b)
+    o = _PACK.size
+    runs = np.frombuffer(b, '<i8', nr, o); o += 8*nr
+    keys = np.frombuffer(b, '<i4', nk, o); o += 4*nk
+    return ph, tuple(row), runs, keys, np.frombuffer(b, '<i8', nd, o)
+
+def _expand(fn, e) -> '_VideoIndex':
+    "The `_VideoIndex` of `fn` from its compact entry `e`"
+    _, (n, fps, w, h, dur, rot, stream, flags), runs, keys, dts = _unpack(e)
+    seek = bool(flags & _SEEK)  # a decode-built index (`_DTS`) is seekable too, by packet dts
+    why = None if seek and not flags & _DTS else 'packets not trusted (saved index)'
+    return _VideoIndex(fn, int(n), float(fps), int(w), int(h), float(dur), pts=_unruns(runs) if seek else None,
+                       keys=np.asarray(keys, dtype=np.int64) if seek else None, why=why,
+                       dts=np.asarray(dts, dtype=np.int64) if flags & _DTS else None, rotation=int(rot), stream=int(stream))
+
+class _Store:
+    "A saved index, memory-mapped: sorted key hashes, their rows, and the pools of runs, keyframes and dts the rows point into"
+    def __init__(self, fn):
+        import mmap
+        self.fn = str(fn)
+        with open(fn, 'rb') as f:
+            head = f.read(16)
+            if head[:8] != _MAGIC: raise ValueError(f"{fn} is not a fastai_seq index")
+            n = int.from_bytes(head[8:16], 'little')
+            meta = json.loads(f.read(n))
+            self.mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        dt = {'hash': np.dtype('<u8'), 'rec': _REC, 'runs': np.dtype('<i8'), 'keys': np.dtype('<i4'), 'dts': np.dtype('<i8')}
+        self.a = {k: np.frombuffer(self.mm, dtype=dt[k], count=c, offset=o) for k, (c, o) in meta.items()}
+    def __len__(self): return len(self.a['hash'])
+    def find(self, hs) -> np.ndarray:
+        "Row of each of the hashes `hs` (-1: not in this index)"
+        h = self.a['hash']
+        if not len(h): return np.full(len(hs), -1)
+        i = np.minimum(np.searchsorted(h, hs), len(h)-1)
+        return np.where(h[i] == hs, i, -1)
+    def entry(self, i) -> tuple:
+        r, a = self.a['rec'][i], self.a
+        row = tuple(r[f].item() for f in ('n', 'fps', 'w', 'h', 'dur', 'rot', 'stream', 'flags'))
+        dts = a['dts'][r['d0']:r['d0']+r['nk']] if r['flags'] & _DTS else a['dts'][:0]
+        return (int(r['path']), row, a['runs'][r['r0']:r['r0']+r['nr']].copy(), a['keys'][r['k0']:r['k0']+r['nk']].copy(),
+                dts.copy())
+
+def _write_store(fn, hs, recs, pools):
+    "Write a saved index to `fn` atomically (a temporary file renamed over it): readers keep the one they mapped"
+    arrays = {'hash': hs, 'rec': recs, **pools}
+    meta, off = {}, _HEAD  # each array 64-byte aligned, after a header of `_HEAD` bytes
+    for k, a in arrays.items(): meta[k] = [len(a), off]; off += (a.nbytes + 63)//64*64
+    head = json.dumps(meta).encode().ljust(_HEAD - 16)
+    fn = Path(fn)
+    fn.parent.mkdir(parents=True, exist_ok=True)
+    tmp = fn.with_name(f'{fn.name}.{os.getpid()}.{threading.get_ident()}.tmp')
+    try:
+        with open(tmp, 'wb') as f:
+            f.write(_MAGIC + len(head).to_bytes(8, 'little') + head)
+            for k, a in arrays.items():
+                f.write(np.ascontiguousarray(a).tobytes()); f.write(b'\0' * ((-a.nbytes) % 64))
+        os.replace(tmp, fn)
+    finally:
+        if tmp.exists(): tmp.unlink()
+
+def _merged(store, new:dict) -> tuple:
+    "`(hashes, rows, pools)` of `store`'s entries (None: no store) with `new` `{hash: entry}` added (replacing a changed file's)"
+    if store is not None:
+        a, drop = store.a, np.isin(store.a['rec']['path'], np.fromiter((_unpack(e)[0] for e in new.values()), np.uint64, len(new)))
+        keep = ~drop & ~np.isin(a['hash'], np.fromiter(new, np.uint64, len(new)))
+        hs0, rec0, pools0 = a['hash'][keep], a['rec'][keep].copy(), {k: a[k] for k in ('runs', 'keys', 'dts')}
+    else: hs0, rec0, pools0 = np.zeros(0, np.uint64), np.zeros(0, _REC), {k: np.zeros(0, t) for k, t in (('runs', '<i8'), ('keys', '<i4'), ('dts', '<i8'))}
+    rec1 = np.zeros(len(new), _REC)
+    lens = {k: len(v) for k, v in pools0.items()}
+    pools1 = {k: [] for k in pools0}
+    for j, (ph, row, runs, keys, dts) in enumerate(map(_unpack, new.values())):
+        r = rec1[j]
+        r['path'] = ph
+        for f, v in zip(('n', 'fps', 'w', 'h', 'dur', 'rot', 'stream', 'flags'), row): r[f] = v
+        r['r0'], r['nr'], r['k0'], r['nk'], r['d0'] = lens['runs'], len(runs), lens['keys'], len(keys), lens['dts']
+        for k, v in (('runs', runs), ('keys', keys), ('dts', dts)): pools1[k].append(v); lens[k] += len(v)
+    hs = np.concatenate([hs0, np.fromiter(new, np.uint64, len(new))])
+    recs = np.concatenate([rec0, rec1])
+    order = np.argsort(hs, kind='stable')
+    pools = {k: np.concatenate([pools0[k], *pools1[k]]).astype(pools0[k].dtype) for k in pools0}
+    return hs[order], recs[order], pools
+
+def _index_dir():
+    "The folder `FASTAI_SEQ_INDEX_DIR` names; False when it turns saving off; None when unset (beside the dataset)"
+    v = os.environ.get(_INDEX_ENV)
+    if v is None: return None
+    return False if v.strip().lower() in ('', '0', 'off', 'none', 'false', 'no') else Path(v).expanduser()
+
+_FALLBACK = []
+
+def _fallback_dir() -> Path:
+    "Where saved indexes of read-only datasets go: fastai's data folder (looked up once)"
+    if not _FALLBACK:
+        try:
+            from fastai.data.external import fastai_path
+            _FALLBACK.append(Path(fastai_path('data'))/_INDEX_NAME)
+        except Exception: _FALLBACK.append(Path.home()/'.fastai'/'data'/_INDEX_NAME)
+    return _FALLBACK[0]
+
+def index_locations(root) -> list:
+    "Where the saved index of the dataset in folder `root` is looked for, in order ([] when saving is off)"
+    d, name = _index_dir(), f'{_h64(os.path.abspath(root)):016x}'
+    if d is False: return []
+    if d is not None: return [d/name]
+    return [Path(root)/_INDEX_NAME, _fallback_dir()/name]
+
+def _root(keys) -> str|None:
+    "The folder that holds the files of cache keys `keys`"
+    dirs = {os.path.dirname(k[0]) for k in keys}
+    if not dirs: return None
+    try: return os.path.commonpath(dirs)
+    except ValueError: return None  # files on different drives (Windows)
+
+def _open_store(root) -> _Store|None:
+    "The saved index of the dataset in `root`, memory-mapped once per process (None if it has none)"
+    for fn in ([] if root is None else index_locations(root)):
+        s = _STORES.get(str(fn))
+        if s is not None: return s
+        try: s = _Store(fn)
+        except (OSError, ValueError, KeyError): continue
+        with _LOCK: _STORES[str(fn)] = s
+        return s
+    return None
+
+def _save_store(root, store, new:dict) -> _Store|None:
+    "Save the dataset index of `root`: `store`'s entries and `new` ones; the new store, or None if nowhere is writable"
+    if not new or root is None: return store
+    hs, recs, pools = _merged(store, new)
+    for fn in index_locations(root):
+        try: _write_store(fn, hs, recs, pools)
+        except OSError: continue  # a read-only dataset: the next place
+        s = _Store(fn)
+        with _LOCK:
+            if store is not None: _STORES.pop(store.fn, None)
+            _STORES[str(fn)] = s
+        return s
+    return store
+
+_PROBED = set()  # folders whose saved index this process has looked for
+
+def _open_stores_above(path):
+    "Map the saved indexes of the folders above file `path` not looked at yet (a dataset read before `index_videos` ran)"
+    d = os.path.dirname(path)
+    while d and d not in _PROBED:
+        with _LOCK: _PROBED.add(d)
+        _open_store(d)
+        up = os.path.dirname(d)
+        if up == d: break
+        d = up
+
+def _lookup(k, above=False):
+    "The compact entry of cache key `k` built in this process or saved (None if none); `above`: also look in the folders above it"
+    h = _khash(k)
+    e = _MORE.get(h)
+    if e is not None: return e
+    if above: _open_stores_above(k[0])
+    for s in list(_STORES.values()):
+        i = s.find(np.array([h], dtype=np.uint64))[0]
+        if i >= 0: return s.entry(i)
+    return None
+
+def _remember(k, ix):
+    "Keep `_VideoIndex` `ix` of cache key `k`: expanded in the LRU, compact for good"
+    with _LOCK:
+        _CACHE[k] = ix
+        _CACHE.move_to_end(k)
+        while len(_CACHE) > _CACHE_MAX: _CACHE.popitem(last=False)
+        _MORE[_khash(k)] = _compact(k, ix)
+
 def _cached_index(fn, force_decode=False, max_pixels=None, stream=None):
     "The (cached per path, size, mtime and stream) `_VideoIndex` of `fn`; `VideoError` if its frames are above `max_pixels`"
     k = _cache_key(fn, stream)
@@ -323,58 +610,77 @@ def _cached_index(fn, force_decode=False, max_pixels=None, stream=None):
         with _LOCK:
             ix = _CACHE.get(k)
             if ix is not None: _CACHE.move_to_end(k)
+        if ix is None and (e := _lookup(k, above=True)) is not None:  # indexed before (here, or saved): no need to index it again
+            ix = _expand(fn, e)
+            with _LOCK:
+                _CACHE[k] = ix
+                while len(_CACHE) > _CACHE_MAX: _CACHE.popitem(last=False)
         if ix is not None:
             _check_pixels(fn, ix.width, ix.height, max_pixels)
             return ix
     ix = _build_index(fn, force_decode=force_decode, max_pixels=max_pixels, stream=stream)
-    if k is not None:
-        with _LOCK:
-            _CACHE[k] = ix
-            while len(_CACHE) > _CACHE_MAX: _CACHE.popitem(last=False)
+    if k is not None: _remember(k, ix)
     return ix
 
-def _build_index_or_none(fn, max_pixels=None, stream=None):
-    "The `_VideoIndex` of `fn`, or None if it cannot be indexed (the item that reads it reports why)"
-    try: return _build_index(fn, max_pixels=max_pixels, stream=stream)
+def _compact_index_or_none(fk, max_pixels=None, stream=None):
+    "The compact entry (`_compact`) of file `fk[0]`'s index (cache key `fk[1]`), or None if it cannot be indexed (its reader says why)"
+    try: return _compact(fk[1], _build_index(fk[0], max_pixels=max_pixels, stream=stream))
     except Exception: return None
 
 def before_fork():
     "Free this process's unreachable PyAV decoders now: one that ran threads, freed in a forked child, waits for them forever"
     gc.collect()
 
-def _index_files(files, n_workers=0, max_pixels=None, progress=None, stream=None) -> dict:
-    "`{_cache_key: _VideoIndex}` of those of `files` that can be indexed; the ones not in this process's cache are indexed, in parallel"
-    keys = {f: k for f in files if (k := _cache_key(f, stream)) is not None}
-    todo = [(f, k) for f, k in keys.items() if k not in _CACHE]
+def _index_files(files, n_workers=0, max_pixels=None, progress=None, stream=None, build=True) -> tuple:
+    "`(store files, entries, n)` covering `files`: those neither indexed here nor saved are indexed (in parallel; `build`) and saved"
+    fs = {}
+    for f in files:
+        if (k := _cache_key(f, stream)) is not None: fs.setdefault(k, f)
+    root = _root(fs)
+    store = _open_store(root)
+    hs = np.fromiter((_khash(k) for k in fs), np.uint64, len(fs))
+    saved = store.find(hs) >= 0 if store is not None else np.zeros(len(hs), bool)
+    todo = [(k, f) for (k, f), h, s in zip(fs.items(), hs.tolist(), saved)
+            if not s and h not in _MORE and _lookup(k) is None] if build else []
     if todo:
-        fs = [f for f, _ in todo]
-        nw = n_workers if len(fs) >= 16 else 0  # a pool costs more than it saves for a few files
+        nw = n_workers if len(todo) >= 16 else 0  # a pool costs more than it saves for a few files
         if nw: before_fork()
-        ixs = parallel(_build_index_or_none, fs, max_pixels=max_pixels, stream=stream, n_workers=nw,
-                       progress=len(fs) >= 64 if progress is None else progress)
+        # a pool process sends back the compact entry (a few hundred bytes), kept as is: expanded when the file is read
+        es = parallel(_compact_index_or_none, [(f, k) for k, f in todo], max_pixels=max_pixels, stream=stream,
+                      n_workers=nw, progress=len(todo) >= 64 if progress is None else progress,
+                      chunksize=max(1, min(32, len(todo) // (8 * max(nw, 1)))))
+        with _LOCK: _MORE.update((_khash(k), e) for (k, _), e in zip(todo, es) if e is not None)
+    # save what this process knows of these files and the saved index lacks (built now, or when read before)
+    new = {h: e for h, s in zip(hs.tolist(), saved) if not s and (e := _MORE.get(h)) is not None}
+    store = _save_store(root, store, new)
+    saved = store.find(hs) >= 0 if store is not None else np.zeros(len(hs), bool)
+    if store is not None and new:  # now in the mapped file: the Python copies (~1 KiB each) need not stay, nor reach forked workers
         with _LOCK:
-            for (_, k), ix in zip(todo, ixs):
-                if ix is not None: _CACHE[k] = ix
-            while len(_CACHE) > _CACHE_MAX: _CACHE.popitem(last=False)
-    with _LOCK: return {k: ix for k in keys.values() if (ix := _CACHE.get(k)) is not None}
+            for h, s in zip(hs.tolist(), saved):
+                if s: _MORE.pop(h, None)
+    rest = {h: e for h, s in zip(hs.tolist(), saved) if not s and (e := _MORE.get(h)) is not None}
+    return ([store.fn] if store is not None else []), rest, int(saved.sum()) + len(rest)
 
 class _IndexShip:
-    "Index entries `{_cache_key: _VideoIndex}` kept on a loader for its DataLoader workers (see the registration below)"
-    def __init__(self, entries=None): self.entries = entries or {}
+    "What a loader keeps for its DataLoader workers: the saved indexes to map, and the entries no saved index holds"
+    def __init__(self, stores=(), entries=None, n=0): self.stores, self.entries, self.n = list(stores), entries or {}, n
     def __reduce__(self): return (_IndexShip, ())
-    def __len__(self): return len(self.entries)
+    def __len__(self): return self.n
 
-def _seed_cache(entries:dict) -> _IndexShip:
-    "Unpickled in a worker: put the shipped entries in its cache (still keyed by path, size and mtime)"
-    with _LOCK:
-        _CACHE.update(entries)
-        while len(_CACHE) > _CACHE_MAX: _CACHE.popitem(last=False)
+def _seed_cache(stores, entries:dict) -> _IndexShip:
+    "Unpickled in a worker: map the saved indexes and keep the shipped entries (still keyed by path, size and mtime)"
+    for fn in stores:
+        if fn not in _STORES:
+            try: s = _Store(fn)
+            except (OSError, ValueError, KeyError): continue
+            with _LOCK: _STORES[fn] = s
+    with _LOCK: _MORE.update(entries)
     return _IndexShip()
 
-def _ship(o:_IndexShip): return (_seed_cache, (o.entries,))
-# Only multiprocessing's `ForkingPickler`, which starts spawn/forkserver workers, carries the entries (`_ship`: the
-# worker's `_seed_cache` puts them in its cache); any other pickle (an exported learner, a saved `DataLoaders`) holds an
-# empty `_IndexShip` (`__reduce__`), and forked workers inherit the cache itself
+def _ship(o:_IndexShip): return (_seed_cache, (o.stores, o.entries))
+# Only multiprocessing's `ForkingPickler`, which starts spawn/forkserver workers, carries the index (`_ship`: the
+# worker's `_seed_cache` maps the saved index files and keeps the other entries); any other pickle (an exported learner, a
+# saved `DataLoaders`) holds an empty `_IndexShip` (`__reduce__`), and forked workers inherit the mapped indexes themselves
 ForkingPickler.register(_IndexShip, _ship)
 
 def index_videos(files, # Video files
@@ -382,9 +688,16 @@ def index_videos(files, # Video files
                  max_pixels:int=None, # Leave out files whose header declares more pixels per frame (reported when read)
                  progress:bool=None, # Show a progress bar (None: for 64 files or more)
                  stream:int=None, # Which of the files' video streams (None: the one FFmpeg picks)
-                )->_IndexShip: # The entries, to keep on the loader: spawn/forkserver workers unpickle them into their cache
-    "Index `files` into this process's cache (those not in it yet) before DataLoader workers start: each file once"
-    return _IndexShip(_index_files(files, n_workers=n_workers, max_pixels=max_pixels, progress=progress, stream=stream))
+                 build:bool=True, # False: index none (each is indexed when first read), only map the saved index and save
+                                  # those this process indexed since
+                )->_IndexShip: # What to keep on the loader: spawn/forkserver workers map the saved index from it
+    "Index those of `files` not indexed yet, here or in the dataset's saved index (then saved there), before workers start"
+    # Saved beside the dataset (`<common folder of files>/.fastai_seq_index`), else in fastai's data folder when that is
+    # read-only, or in the folder `FASTAI_SEQ_INDEX_DIR` names (set it to 'off' to save nothing); keyed by path, size,
+    # modification time and stream: a changed file is indexed again
+    stores, entries, n = _index_files(files, n_workers=n_workers, max_pixels=max_pixels, progress=progress, stream=stream,
+                                      build=build)
+    return _IndexShip(stores, entries, n)
 
 def video_info(fn, # A video file
                max_pixels:int=None, # Raise `VideoError`, decoding nothing, if the header declares more pixels per frame
@@ -552,7 +865,8 @@ def _decode_from_start(fn, wanted, threads, format, r, stream:int=0):
                     if i == last: return
                     i += 1
         except av.error.FFmpegError as e:
-            raise _verr(fn, f"decoding failed at frame {i} ({type(e).__name__}: {e})", _REENCODE) from None
+            raise _verr(fn, f"decoding failed at frame {i} ({type(e).__name__}: {e}): {_readable_msg(i, s.frames)}",
+                        _REENCODE) from None
     raise _verr(fn, f"frame index {last} is out of range: the video has {i} frames (0..{i-1})")
 
 def _check_idxs(fn, ix, idxs):
@@ -676,15 +990,17 @@ def iter_frames(fn,           # A video file
 
 def _verify_one(fn, max_pixels=None) -> str|None:
     "Why `fn` does not decode end to end, without error, to the frames its index counts (None if it does)"
-    n, size = 0, None
+    n, size, declared = 0, None, 0
     try:
         ix = _cached_index(fn, max_pixels=max_pixels)
         with _open_container(fn) as c:
             s = _vstream(c, fn, ix.stream)
             _set_threads(s, 1)
+            declared = s.frames or ix.n_frames
             for p in c.demux(s):
                 for f in p.decode():
-                    if f.is_corrupt: return f"frame {n} decodes with errors (FFmpeg hides them): it is damaged inside"
+                    if f.is_corrupt:
+                        return f"frame {n} decodes with errors (FFmpeg hides them): it is damaged inside; {_readable_msg(n, declared)}"
                     if size is None: size = (f.width, f.height)
                     elif (f.width, f.height) != size:
                         return f"the frame size changes inside the video ({size[0]}x{size[1]} then {f.width}x{f.height} at frame {n})"
@@ -693,8 +1009,10 @@ def _verify_one(fn, max_pixels=None) -> str|None:
     except _LibraryError: raise  # our failure, not the file's: every file would be reported damaged
     except Exception as e:
         if _ours(e): raise _library_error(fn, e) from e
-        return f"decoding failed at frame {n} ({type(e).__name__}: {e}): it is damaged inside"
-    if n != ix.n_frames: return f"a full decode yields {n} frames where its packets count {ix.n_frames}: it is damaged inside"
+        return f"decoding failed at frame {n} ({type(e).__name__}: {e}): it is damaged inside; {_readable_msg(n, declared)}"
+    if n != ix.n_frames:
+        return (f"a full decode yields {n} frames where its packets count {ix.n_frames}: it is damaged inside; "
+                f"{_readable_msg(n, declared)}")
     return None
 
 def verify_videos(files, # Video files (e.g. from `get_video_files`)
@@ -704,7 +1022,24 @@ def verify_videos(files, # Video files (e.g. from `get_video_files`)
                  )->L: # `(path, reason)` for each bad file, in the order of `files`; empty if all are good
     "Decode every frame of each of `files` in parallel, like `verify_images`: the files that fail, and why"
     files = L(files).map(Path)
+    keys = [_cache_key(f) for f in files]
+    root = _root([k for k in keys if k is not None])
+    store = _open_store(root)  # the dataset's saved index: forked workers map it, and index no file it holds
     if n_workers: before_fork()
-    why = parallel(_verify_one, files, max_pixels=max_pixels, n_workers=n_workers, progress=progress and len(files) > 0)
-    return L((f, w) for f, w in zip(files, why) if w is not None)
+    res = parallel(_verify_indexed, files, max_pixels=max_pixels, n_workers=n_workers, progress=progress and len(files) > 0)
+    # save the indexes the workers built (those of files the saved index lacked)
+    new = {h: e for k, (_, got) in zip(keys, res) if k is not None and got is not None for h, e in [got]}
+    with _LOCK: _MORE.update(new)
+    if store is not None: new = {h: e for h, e in new.items() if store.find(np.array([h], np.uint64))[0] < 0}
+    _save_store(root, store, new)
+    return L((f, w) for f, (w, _) in zip(files, res) if w is not None)
+
+def _verify_indexed(fn, max_pixels=None) -> tuple:
+    "`(_verify_one(fn), (hash, compact index))`: the index too when this process had to build it (None if not, or if bad)"
+    k = _cache_key(fn)
+    had = k is None or _lookup(k) is not None
+    why = _verify_one(fn, max_pixels=max_pixels)
+    if had or why is not None: return why, None
+    with _LOCK: ix = _CACHE.get(k)
+    return why, (None if ix is None else (_khash(k), _compact(k, ix)))
 

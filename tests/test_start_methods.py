@@ -52,10 +52,13 @@ def eight_videos(tmp_path_factory):
     for i in range(8): write_video(root/f'c{i%2}'/f'{i}_{12+i}.mp4', make_frames(12+i, 32, 32, seed=i))
     return root
 
-def _run(method, videos, tmp_path):
+def _run(method, videos, tmp_path, index_dir=None):
+    "The scenario under `method`, its saved index in `index_dir` (default: a folder of this test's own)"
     script, log = tmp_path/'run.py', tmp_path/'probes.txt'
     script.write_text(_SCRIPT)
-    env = {**os.environ, 'PROBE_LOG': str(log), 'PYTHONPATH': os.pathsep.join([str(HERE.parent), os.environ.get('PYTHONPATH', '')])}
+    env = {**os.environ, 'PROBE_LOG': str(log), 'PYTHONPATH': os.pathsep.join([str(HERE.parent), os.environ.get('PYTHONPATH', '')]),
+           'FASTAI_SEQ_INDEX_DIR': str(index_dir or tmp_path/'index')}
+    if log.exists(): log.unlink()
     try: r = subprocess.run([sys.executable, str(script), method, str(videos), str(HERE)], capture_output=True, text=True,
                             timeout=300, env=env, cwd=tmp_path)
     except subprocess.TimeoutExpired: pytest.fail(f"the scenario under start method {method!r} did not finish in 300 s")
@@ -63,6 +66,16 @@ def _run(method, videos, tmp_path):
     res = json.loads(next(l for l in r.stdout.splitlines() if l.startswith('RESULT '))[7:])
     lines = [l.split() for l in log.read_text().splitlines()] if log.exists() else []
     return res, [l for l in lines if l[1] != '<wrapped>'], {int(p) for p, n in lines if n == '<wrapped>'}
+
+@pytest.mark.workers
+def test_second_run_indexes_no_file(eight_videos, tmp_path):
+    "A second process (a later run, another process of a distributed job) maps the saved index: it indexes no file"
+    first, probes1, _ = _run('fork', eight_videos, tmp_path, index_dir=tmp_path/'shared')
+    assert len(probes1) == 8
+    second, probes2, _ = _run(METHODS[-1], eight_videos, tmp_path, index_dir=tmp_path/'shared')
+    assert probes2 == [] and second['main'] != first['main']
+    for a, b in zip(first['epochs'], second['epochs']):  # the same items, frames and labels (shuffled otherwise)
+        assert {k: sorted(v) for k, v in a.items()} == {k: sorted(v) for k, v in b.items()}
 
 def _expected(names, vocab):
     "The (label index, frame indices) of each item: uniform sampling of 4 of the frames its name declares"
@@ -88,9 +101,10 @@ def test_each_video_probed_once_under_any_start_method(method, eight_videos, tmp
 # What travels to the workers, and the indexing pool
 
 @pytest.fixture
-def cache():
-    "The video index cache, emptied for the test and given back its entries after it"
+def cache(tmp_path, monkeypatch):
+    "The video index cache, emptied for the test and given back its entries after it; saved indexes go to a folder of the test's"
     import fastai_seq.video as V
+    monkeypatch.setenv('FASTAI_SEQ_INDEX_DIR', str(tmp_path/'index'))
     saved = dict(V._CACHE)
     V._CACHE.clear()
     yield V._CACHE
@@ -103,30 +117,36 @@ def _dls(path, nw, **kw):
     return DataBlock(blocks=(VideoBlock(n_frames=4), CategoryBlock), get_items=get_video_files, get_y=parent_label,
                      splitter=GrandparentSplitter(), **kw).dataloaders(path, bs=2, num_workers=nw)
 
-def test_index_travels_only_to_workers(video_folder, cache):
+@pytest.mark.parametrize('saved', [True, False])
+def test_index_travels_only_to_workers(video_folder, cache, saved, monkeypatch):
     "The index goes with the loader to spawn/forkserver workers (multiprocessing's pickler) but not into a plain pickle or an export"
     import pickle, cloudpickle
     from multiprocessing.reduction import ForkingPickler
-    from fastai_seq.video import _cache_key, _STATS
+    from fastai_seq.video import _cache_key, _khash, _STATS, _STORES, _MORE
+    if not saved: monkeypatch.setenv('FASTAI_SEQ_INDEX_DIR', 'off')
     dl = _dls(video_folder, 2).train
     dl.before_iter()  # what `iter(dl)` does in the main process before its workers start
     keys = {_cache_key(o) for o in dl.items}
-    assert len(keys) == 6 and set(dl._vindex.entries) == keys and set(cache) == keys
+    # saved: the workers map the saved index file; not saved: the compact entries travel
+    ship = dl._vindex
+    hs = {_khash(k) for k in keys}  # compact entries, in the saved file or in memory; expanded when a file is read
+    assert len(keys) == 6 and len(ship) == 6 and (hs <= set(_MORE) if not saved else len(_STORES[ship.stores[0]]) == 6)
+    assert (len(ship.stores), set(ship.entries)) == ((1, set()) if saved else (0, {_khash(k) for k in keys}))
     shipped = ForkingPickler.dumps(dl)
     for dump in (pickle.dumps, cloudpickle.dumps):  # a saved loader; `learn.export` (cloudpickle)
         assert len(pickle.loads(dump(dl))._vindex) == 0
     assert len(shipped) > len(pickle.dumps(dl))
     assert not hasattr(dl.new(dl.dataset.new_empty()), '_vindex')  # what `learn.export` pickles: a new, empty loader
     cache.clear()
-    got = pickle.loads(shipped)  # as a worker unpickles it: its cache is seeded, its copy holds nothing
-    assert set(cache) == keys and len(got._vindex) == 0
+    got = pickle.loads(shipped)  # as a worker unpickles it: it maps the saved index or keeps the entries; its copy holds nothing
+    assert len(got._vindex) == 0 and (len(_STORES) == 1 if saved else {_khash(k) for k in keys} <= set(_MORE))
     n = _STATS['indexed']
     items = [got.do_item(i) for i in range(6)]  # what a worker does with each item
     assert [x.shape[:2] for x, _ in items] == [(4, 3)]*6 and _STATS['indexed'] == n  # read without indexing anything
 
 @pytest.mark.workers
 def test_indexing_pool_sized_by_workers(tmp_path, cache, monkeypatch):
-    "No indexing pool (nor any indexing before the pass) without workers; a pool of 2 processes with 2 workers"
+    "No indexing pool (nor any indexing before the pass) without workers; a pool of 2 processes with 2 workers, when not saved"
     import fastai_seq.video as V
     for split, n in (('train', 16), ('valid', 2)):
         for i in range(n): write_video(tmp_path/split/f'c{i%2}'/f'{i}.mp4', make_frames(5, 16, 16, seed=i))
@@ -146,8 +166,13 @@ def test_indexing_pool_sized_by_workers(tmp_path, cache, monkeypatch):
     dl = _dls(tmp_path, 2).train
     cache.clear()
     assert dl.num_workers == 1 and dl.fake_l.num_workers == 2  # fastai's main-process `num_workers` is not the count
+    dl.before_iter()  # the second pass without workers saved what the first indexed: nothing to index
+    assert calls == [] and V._STATS['indexed'] == n + 16 and len(dl._vindex) == 16
+    monkeypatch.setenv('FASTAI_SEQ_INDEX_DIR', str(tmp_path/'other_index'))  # no saved index
+    cache.clear()
     dl.before_iter()
-    assert calls == [(16, 2)] and len(cache) == 16 and V._STATS['indexed'] == n + 16  # by the pool's 2 processes
+    assert calls == [(16, 2)] and V._STATS['indexed'] == n + 16  # by the pool's 2 processes
+    assert [len(s) for s in V._STORES.values()] == [16] and V._MORE == {}  # saved
 
 def test_seq_split_pickles_for_workers(frame_folder):
     "`SeqSplit`'s `get_x`/`get_y` reach spawn/forkserver workers: fastai makes a callable without `__name__` unpicklable"

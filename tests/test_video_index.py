@@ -1,0 +1,226 @@
+"The frame index: container index = packet scan, VP8 seeks, damaged files say what is readable, the saved index"
+import os, subprocess, sys
+from pathlib import Path
+import av, numpy as np, pytest
+from test_video import write_video, full_decode
+from test_video_streams import write_two_streams
+from conftest import shared_data
+import fastai_seq.video as V
+from fastai_seq.video import read_frames, video_info, verify_videos, index_videos, VideoError
+
+def write_rotated(fn, rot=90, n=20):
+    "An H.264 MP4 of `n` frames with a display rotation (as phones write them)"
+    with av.open(str(fn), 'w') as c:
+        s = c.add_stream('libx264', rate=25)
+        s.width, s.height, s.pix_fmt = 64, 48, 'yuv420p'
+        s.set_display_rotation(rot)
+        for i in range(n):
+            a = np.full((48, 64, 3), i*9 % 256, np.uint8); a[i % 40:, :8] = 255
+            for p in s.encode(av.VideoFrame.from_ndarray(a, format='rgb24')): c.mux(p)
+        for p in s.encode(): c.mux(p)
+    return Path(fn)
+
+# name: write_video arguments (64x48; at most 60 frames)
+CORPUS = {
+    'h264_g12.mp4': dict(n=40, gop=12, bf=2), 'h264_g250.mp4': dict(n=60, gop=250, bf=2),
+    'h264_g12.mkv': dict(n=40, gop=12, bf=2), 'h264_g250.mkv': dict(n=60, gop=250, bf=2),
+    'h264_nob.mp4': dict(n=40, gop=12, bf=0),  # no reordering: the container's own index gives the frames
+    'hevc.mp4': dict(codec='libx265', n=30, opts={'x265-params': 'keyint=10:log-level=none'}),
+    'av1.mkv': dict(codec='libsvtav1', n=20, w=64, h=64, gop=10),
+    'vp8.webm': dict(codec='libvpx', n=40, gop=12), 'vp9.webm': dict(codec='libvpx-vp9', n=40, gop=12),
+    'mpeg4_b.avi': dict(codec='mpeg4', n=40, gop=12, bf=2), 'mpeg4.avi': dict(codec='mpeg4', n=40, gop=12, bf=0),
+    'mpeg4.mp4': dict(codec='mpeg4', n=40, gop=12, bf=0),
+    'mjpeg.avi': dict(codec='mjpeg', n=20, pix='yuvj420p'), 'mjpeg.mp4': dict(codec='mjpeg', n=20, pix='yuvj420p'),
+    'vfr.mp4': dict(n=40, gop=8, bf=2, vfr_start=1000), 'vfr_nob.mp4': dict(n=40, gop=8, bf=0, vfr_start=0),
+    'h264_10bit.mp4': dict(n=30, gop=12, pix='yuv420p10le'),
+}
+
+@pytest.fixture(scope='module')
+def corpus(tmp_path_factory):
+    "The corpus files that this PyAV can write (an encoder missing or refusing the size leaves its file out)"
+    root, out = tmp_path_factory.mktemp('corpus'), []
+    for name, kw in CORPUS.items():
+        codec = kw.get('codec', 'libx264')
+        if codec not in av.codecs_available: continue
+        try: out.append(write_video(root/name, **kw))
+        except Exception: continue
+    out += [write_rotated(root/'rotated.mp4'), write_two_streams(root/'two_streams.mp4')]
+    if (d := shared_data()) is not None: out += sorted((d/'videos').glob('*'))
+    return out
+
+def _same(a, b):
+    "Two `_VideoIndex`es describe the same frames"
+    for f in ('n_frames', 'fps', 'width', 'height', 'duration', 'rotation', 'stream', 'seekable'): assert getattr(a, f) == getattr(b, f), f
+    for f in ('pts', 'keys', 'dts'):
+        x, y = getattr(a, f), getattr(b, f)
+        assert (x is None) == (y is None) and (x is None or np.array_equal(x, y)), f
+
+def test_corpus_entries_and_scan_agree(corpus):
+    "On every file, the index from the container's own index (where trusted) equals the scanned one, and reads are exact"
+    assert len(corpus) >= 14
+    V._STATS.clear()
+    for fn in corpus:
+        _same(V._build_index(fn), V._build_index(fn, entries=False))
+    assert V._STATS['entries'] >= 3  # the MP4s without reordering (H.264, MJPEG, variable rate) took the container's index
+    rng = np.random.default_rng(0)
+    for fn in corpus:
+        ref = full_decode(fn) if 'two_streams' not in fn.name else None
+        V._CACHE.clear()
+        n = video_info(fn).n_frames
+        if ref is None: continue  # the two-stream file is read right by tests/test_video_streams.py
+        if 'rotated' in fn.name: ref = np.rot90(ref, 1, axes=(1, 2))
+        assert n == len(ref), fn.name
+        sets = [[0], [n-1], list(range(max(0, n-8), n)), sorted(rng.choice(n, min(n, 6), replace=False).tolist())]
+        for idxs in sets: assert np.array_equal(read_frames(fn, idxs), ref[idxs]), (fn.name, idxs)
+
+def test_container_index_checked(corpus, monkeypatch):
+    "A container index whose first pts is not the first decoded frame's is not used: the packets are scanned"
+    fn = next(f for f in corpus if f.name == 'h264_nob.mp4')
+    real = V._entries_index
+    def shifted(*args):
+        got = real(*args)
+        return None if got is None else (got[0] + 1, got[1])
+    monkeypatch.setattr(V, '_entries_index', shifted)
+    V._STATS.clear()
+    _same(V._build_index(fn), V._build_index(fn, entries=False))
+    assert V._STATS['entries'] == 0 and V._STATS['indexed'] == 2
+
+def test_vp8_window_seeks(tmp_path):
+    "A VP8 WebM with one shown frame a packet is seekable: a window at its end decodes far fewer frames than its index"
+    fn = write_video(tmp_path/'vp8.webm', codec='libvpx', n=120, gop=12)
+    ix = V._cached_index(fn)
+    assert ix.seekable and ix.dts is not None and len(ix.keys) >= 5
+    ref = full_decode(fn)
+    V._STATS.clear()
+    got = read_frames(fn, list(range(110, 118)))
+    assert np.array_equal(got, ref[110:118]) and V._STATS['decoded'] <= 8 + 24 and V._STATS['indexed'] == 0
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Damaged files
+
+@pytest.fixture(scope='module')
+def damaged(tmp_path_factory):
+    "An H.264 MP4 of 50 frames (its index at the front), cut short in the middle, and one with bytes corrupted in the middle"
+    root = tmp_path_factory.mktemp('damaged')
+    good = write_video(root/'good.mp4', n=50, gop=12, bf=2, fmt_opts={'movflags': 'faststart'})
+    d = good.read_bytes()
+    cut, bad = root/'cut.mp4', root/'corrupt.mp4'
+    cut.write_bytes(d[:len(d)*55//100])
+    m = len(d)//2
+    bad.write_bytes(d[:m] + bytes(np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8)) + d[m+3000:])
+    return cut, bad
+
+def _readable(fn) -> int:
+    "How many frames a plain PyAV decode yields before it fails"
+    n = 0
+    try:
+        with av.open(str(fn)) as c:
+            for _ in c.decode(video=0): n += 1
+    except av.error.FFmpegError: pass
+    return n
+
+@pytest.mark.parametrize('which', [0, 1])
+def test_damaged_file_says_which_frames_are_readable(damaged, which):
+    fn = damaged[which]
+    n = _readable(fn)
+    assert 0 < n < 50
+    want = f"frames 0-{n-1} of the 50 its header declares are readable"
+    with pytest.raises(VideoError, match=want): read_frames(fn)
+    bad = verify_videos([fn], n_workers=0, progress=False)
+    assert len(bad) == 1 and want in bad[0][1]
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The saved index
+
+@pytest.fixture
+def dataset(tmp_path, monkeypatch):
+    "8 small videos in 2 folders; the cache emptied, the saved index beside them (no FASTAI_SEQ_INDEX_DIR)"
+    monkeypatch.delenv('FASTAI_SEQ_INDEX_DIR', raising=False)
+    root = tmp_path/'ds'
+    for c in ('c0', 'c1'): (root/c).mkdir(parents=True)
+    files = [write_video(root/f'c{i%2}'/f'{i}.mp4', n=12+i, gop=6) for i in range(6)]
+    files += [write_video(root/'c0'/'v.webm', codec='libvpx', n=20, gop=6), write_video(root/'c1'/'m.avi', codec='mpeg4', n=15)]
+    V._CACHE.clear(); V._STATS.clear()
+    yield root, files
+    V._CACHE.clear()
+
+def test_saved_beside_the_dataset_and_compact(dataset):
+    root, files = dataset
+    ship = index_videos(files)
+    saved = root/'.fastai_seq_index'
+    assert V._STATS['indexed'] == 8 and len(ship) == 8 and ship.stores == [str(saved)] and ship.entries == {}
+    assert saved.stat().st_size - 512 <= 1024 * len(files)  # ~1 KiB a file or less (these: ~150 bytes)
+    refs = {f: V._cached_index(f) for f in files}
+    V._CACHE.clear(); V._STATS.clear()
+    assert len(index_videos(files)) == 8 and V._STATS['indexed'] == 0  # mapped, not indexed
+    for f in files:
+        _same(V._cached_index(f), refs[f])
+        assert np.array_equal(read_frames(f, [0, 5]), full_decode(f)[[0, 5]])
+    assert V._STATS['indexed'] == 0
+
+def test_changed_file_is_indexed_again(dataset):
+    root, files = dataset
+    index_videos(files)
+    write_video(files[0], n=30, gop=6)  # same path, other size and time
+    V._CACHE.clear(); V._STATS.clear()
+    index_videos(files)
+    assert V._STATS['indexed'] == 1 and video_info(files[0]).n_frames == 30
+    V._CACHE.clear(); V._STATS.clear()
+    index_videos(files)
+    assert V._STATS['indexed'] == 0 and video_info(files[0]).n_frames == 30
+    assert len(V._Store(root/'.fastai_seq_index')) == 8  # the old entry of the changed file was replaced
+
+def test_never_indexed_twice_in_a_run(dataset, monkeypatch):
+    "With the in-memory cache far smaller than the dataset, reading every file again indexes none again"
+    root, files = dataset
+    monkeypatch.setenv('FASTAI_SEQ_INDEX_DIR', 'off')
+    monkeypatch.setattr(V, '_CACHE_MAX', 2)
+    for _ in range(3):
+        for f in files: read_frames(f, [1, 2])
+    assert V._STATS['indexed'] == 8 and len(V._CACHE) == 2 and not (root/'.fastai_seq_index').exists()
+
+def test_read_only_dataset_saves_in_fastai_data(dataset, tmp_path, monkeypatch):
+    "Where the dataset's folder cannot be written, the index is saved in fastai's data folder, and found there"
+    root, files = dataset
+    monkeypatch.setattr(V, '_fallback_dir', lambda: tmp_path/'fastai_data'/'.fastai_seq_index')
+    write = V._write_store
+    def no_write_in_dataset(fn, *args):
+        if Path(fn).parent == root: raise PermissionError(13, 'Permission denied', str(fn))
+        return write(fn, *args)
+    monkeypatch.setattr(V, '_write_store', no_write_in_dataset)
+    ship = index_videos(files)
+    assert len(ship.stores) == 1 and Path(ship.stores[0]).parent == tmp_path/'fastai_data'/'.fastai_seq_index'
+    V._CACHE.clear(); V._STATS.clear()
+    video_info(files[3])  # read without `index_videos` first: the saved index is looked for above the file
+    assert V._STATS['indexed'] == 0
+
+def test_index_dir_setting(dataset, tmp_path, monkeypatch):
+    root, files = dataset
+    monkeypatch.setenv('FASTAI_SEQ_INDEX_DIR', str(tmp_path/'mine'))
+    ship = index_videos(files)
+    assert Path(ship.stores[0]).parent == tmp_path/'mine' and not (root/'.fastai_seq_index').exists()
+    monkeypatch.setenv('FASTAI_SEQ_INDEX_DIR', 'off')
+    V._CACHE.clear()
+    ship = index_videos(files)
+    assert ship.stores == [] and len(ship.entries) == 8 and V._STATS['indexed'] == 16
+
+def test_verify_videos_uses_and_saves_the_index(dataset):
+    root, files = dataset
+    assert verify_videos(files, n_workers=2, progress=False) == []
+    assert (root/'.fastai_seq_index').exists()
+    V._CACHE.clear(); V._STATS.clear()
+    index_videos(files)
+    assert V._STATS['indexed'] == 0  # what the verifying workers indexed was saved
+    assert verify_videos(files, n_workers=0, progress=False) == [] and V._STATS['indexed'] == 0
+
+def test_second_process_indexes_no_file(dataset):
+    "A later run (another process) maps the saved index: it indexes no file"
+    root, files = dataset
+    index_videos(files)
+    code = ("import sys, fastai_seq.video as V; fs = sys.argv[1:]; V.index_videos(fs); [V.read_frames(f, [0]) for f in fs]; "
+            "print('INDEXED', V._STATS['indexed'])")
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(Path(V.__file__).parents[1]), os.environ.get('PYTHONPATH', '')])}
+    env.pop('FASTAI_SEQ_INDEX_DIR', None)
+    r = subprocess.run([sys.executable, '-c', code, *map(str, files)], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert 'INDEXED 0' in r.stdout
