@@ -11,6 +11,8 @@ the median over repeats of the ratio in that repeat, a time the median over repe
 clock is this process's CPU time (all its threads), which other jobs on a busy machine disturb far less than wall time.
 torchcodec: `pip install fastai_seq[bench]` (it needs FFmpeg's shared libraries: Debian `apt-get install ffmpeg`)."""
 import argparse, math, os, sys, time
+# cold timings must build the index in the call: no index saved beside the corpus by an earlier run (a user sets this too)
+os.environ.setdefault("FASTAI_SEQ_INDEX_DIR", "off")
 from pathlib import Path
 import av, numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))

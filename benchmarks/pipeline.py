@@ -6,6 +6,8 @@ worker after 200 and 1,000 items, ours and torchcodec's. And the probes (file in
 Run: python benchmarks/pipeline.py [--corpus DIR] [--reps 3] [--workers 0,2] [--sizes 112,224] [--frames 8,16]
      [--profile] [--memory] [--mem-items 1000]"""
 import cProfile, io, os, pstats, resource, sys, tempfile, time
+# every pass of the comparison indexes as a first run would: no index saved beside the clips by an earlier run
+os.environ.setdefault("FASTAI_SEQ_INDEX_DIR", "off")
 from pathlib import Path
 import numpy as np, torch
 from fastcore.script import call_parse
