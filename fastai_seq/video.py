@@ -538,6 +538,9 @@ def index_locations(root) -> list:
     d, name = _index_dir(), f'{_h64(os.path.abspath(root)):016x}'
     if d is False: return []
     if d is not None: return [d/name]
+    # files spread over unrelated folders have a shallow common folder ('/', '/tmp', the home folder): never write there
+    r = os.path.abspath(root)
+    if len(Path(r).parts) <= 2 or r==os.path.abspath(os.path.expanduser('~')): return [_fallback_dir()/name]
     return [Path(root)/_INDEX_NAME, _fallback_dir()/name]
 
 def _root(keys) -> str|None:

@@ -224,3 +224,13 @@ def test_second_process_indexes_no_file(dataset):
     r = subprocess.run([sys.executable, '-c', code, *map(str, files)], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert 'INDEXED 0' in r.stdout
+
+def test_never_saves_at_a_shallow_common_folder(tmp_path, monkeypatch):
+    "Files of unrelated trees share only '/' (or '/tmp'): their index goes to fastai's data folder, never there"
+    from fastai_seq.video import index_locations
+    monkeypatch.delenv('FASTAI_SEQ_INDEX_DIR', raising=False)
+    for root in ('/', '/tmp', os.path.expanduser('~')):
+        locs = index_locations(root)
+        assert len(locs) == 1 and not str(locs[0]).startswith(os.path.join(root, '.fastai_seq_index')), (root, locs)
+    deep = tmp_path/'data'/'videos'
+    assert index_locations(deep)[0] == deep/'.fastai_seq_index'
