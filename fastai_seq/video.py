@@ -230,7 +230,7 @@ def _build_index(fn, force_decode=False, max_pixels=None, stream=None, entries=T
             c = _open_container(fn)
             s = _vstream(c, fn, stream)
             _set_threads(s, 1)
-        pts, keys, n_pk, n_dec, first, err = [], [], 0, 0, None, None
+        pts, keys, n_pk, n_dec, first, err, bvop = [], [], 0, 0, None, None, False
         packets, decoded = [], []  # when counting: (dts, pts, keyframe) of each packet, (pts, keyframe) of each decoded frame
         _STATS['indexed'] += 1
         try:
@@ -243,7 +243,10 @@ def _build_index(fn, force_decode=False, max_pixels=None, stream=None, entries=T
                         elif p.is_discard or p.is_corrupt: why = 'discarded or corrupt packet'
                         elif codec == 'mpeg4':
                             w = _mpeg4_check(bytes(p))
-                            if w and not (w == 'B-VOP' and fmt in _REAL_PTS): why = w
+                            # B-VOPs outside a container with real pts: the packets' pts are the parser's guess, checked
+                            # below against one full decode
+                            if w == 'B-VOP': bvop = bvop or fmt not in _REAL_PTS
+                            elif w: why = w
                         pts.append(p.pts); keys.append(p.is_keyframe)
                 elif p.pts is not None: n_pk += 1; why = why or 'empty packet (dropped frame)'
                 # Else decode only up to the first output frame: its pts must be the smallest (no frame dropped at the start)
@@ -280,8 +283,16 @@ def _build_index(fn, force_decode=False, max_pixels=None, stream=None, entries=T
             if len(spts) > 1 and (np.diff(spts) == 0).any(): why = 'duplicate timestamps'
             elif first.pts != spts[0]: why = 'frames dropped at the start'
         w, h, rot = first.width, first.height, _rotation(first)
+        kidx = None if why is not None else np.flatnonzero(np.asarray(keys)[order])
+        if why is None and bvop:
+            # MPEG-4 Part 2 with B-VOPs in AVI: seekable by pts where a full decode yields exactly the packets' pts, in
+            # order, and each keyframe packet decodes to an I-VOP. A frame after an I-VOP (in decode order) refers only to
+            # it and later VOPs, except the B-VOPs shown before it, which a seek's decode drops by their pts
+            got = []
+            n_dec, count = _count_frames(fn, sv, got), True
+            if (len(got) != len(spts) or any(p != q for (p, _), q in zip(got, spts.tolist()))
+                or not all(got[k][1] for k in kidx.tolist())): why = 'B-VOP (decoded timestamps differ from the packets)'
         if why is None:
-            kidx = np.flatnonzero(np.asarray(keys)[order])
             n = len(spts)
             fps = _rate(s, spts, n)
             dur = float((spts[-1]-spts[0]) * s.time_base) + (1/fps if fps else 0.)
@@ -356,14 +367,17 @@ def _readable_msg(n, declared) -> str:
     of = f" of the {declared} its header declares" if declared else ''
     return f"frames 0-{n-1}{of} are readable" if n else f"none of the frames{of} is readable"
 
-def _count_frames(fn, stream:int=0):
-    "Number of frames a plain full decode of `fn`'s video `stream` yields"
+def _count_frames(fn, stream:int=0, frames:list|None=None):
+    "Number of frames a plain full decode of `fn`'s video `stream` yields (appending `(pts, keyframe)` of each to `frames`)"
     n = 0
     with _open_container(fn) as c:
         s = _vstream(c, fn, stream)
         _set_threads(s, None)
         try:
-            for p in c.demux(s): n += len(p.decode())
+            for p in c.demux(s):
+                fr = p.decode()
+                n += len(fr)
+                if frames is not None: frames += [(f.pts, f.key_frame) for f in fr]
         except Exception as e:
             if _ours(e): raise _library_error(fn, e) from e
             raise _verr(fn, f"decoding failed after {n} frames ({type(e).__name__}: {e}): {_readable_msg(n, s.frames)}",

@@ -95,6 +95,20 @@ def test_vp8_window_seeks(tmp_path):
     got = read_frames(fn, list(range(110, 118)))
     assert np.array_equal(got, ref[110:118]) and V._STATS['decoded'] <= 8 + 24 and V._STATS['indexed'] == 0
 
+def test_mpeg4_bframes_avi_seeks(tmp_path):
+    "An MPEG-4 Part 2 AVI with B-VOPs is seekable by decoded pts: a window near its end decodes far fewer frames, and windows equal a full decode"
+    fn = write_video(tmp_path/'mpeg4_b.avi', codec='mpeg4', n=96, gop=12, bf=2)
+    V._STATS.clear()
+    ix = V._cached_index(fn)
+    ref = full_decode(fn)
+    assert ix.seekable and ix.why is None and ix.dts is None and ix.n_frames == len(ref) == 96 and len(ix.keys) >= 5
+    V._STATS.clear()
+    got = read_frames(fn, list(range(86, 94)))
+    assert np.array_equal(got, ref[86:94]) and V._STATS['decoded'] <= 8 + 24 and V._STATS['indexed'] == 0
+    for s in np.linspace(0, len(ref)-8, 10).astype(int).tolist():
+        assert np.array_equal(read_frames(fn, list(range(s, s+8))), ref[s:s+8]), s
+    assert V._STATS['indexed'] == 0  # no window fell back to counting from the start
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Damaged files
 
