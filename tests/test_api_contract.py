@@ -34,6 +34,8 @@ OBJECTS = {'learn': 'Learner', 'ann': 'VideoAnnotations'}
 # bare method names API.md documents in prose, and the class they belong to
 METHODS = {'get_items': 'VideoAnnotations.get_items', 'get_split': 'VideoAnnotations.get_split'}
 # §6: the command line's module
+# fastai's names API.md mentions that live in a fastai module needing an extra (fastai.callback.wandb needs wandb)
+FASTAI_WITH_EXTRAS = {'WandbCallback'}
 MAIN_NAMES = {'run_forecast', 'run_classify', 'EpochLines', 'console_logging'}
 
 _IDENT = r'[A-Za-z_]\w*'
@@ -167,6 +169,7 @@ def _ours() -> set:
             try: import fastai.callback.wandb as fw
             except ImportError: fw = None
             if any(hasattr(m, head) for m in (fv, fc, fw, Learner)): continue  # fastai's name (`learn.validate()`)
+            if fw is None and head in FASTAI_WITH_EXTRAS: continue  # fastai's, in a module its extra's absence hides
             out.add(n); continue  # documented, found nowhere: the test says so
         if rest: obj = getattr(obj, rest.split('.')[0], obj)
         if _fastai_seq_module(obj) or not rest and head not in vars(__import__('fastai.vision.all').vision.all): out.add(n)
