@@ -86,14 +86,51 @@ def test_container_index_checked(corpus, monkeypatch):
     assert V._STATS['entries'] == 0 and V._STATS['indexed'] == 2
 
 def test_vp8_window_seeks(tmp_path):
-    "A VP8 WebM with one shown frame a packet is seekable: a window at its end decodes far fewer frames than its index"
+    "A VP8 WebM whose packets all say they show a frame is indexed by its packets (no decode) and seekable: a window at its end decodes few frames"
     fn = write_video(tmp_path/'vp8.webm', codec='libvpx', n=120, gop=12)
+    V._STATS.clear()
     ix = V._cached_index(fn)
-    assert ix.seekable and ix.dts is not None and len(ix.keys) >= 5
+    assert ix.seekable and ix.dts is None and ix.why is None and len(ix.keys) >= 5 and ix.n_frames == 120
+    assert V._STATS['decoded'] == 0  # the index read the packets' frame headers: no full decode
+    ref = full_decode(fn)
+    got = read_frames(fn, list(range(110, 118)))
+    assert np.array_equal(got, ref[110:118]) and V._STATS['decoded'] <= 8 + 24 and V._STATS['indexed'] == 1
+
+def test_vp8_hidden_frames_counted_by_decoding(tmp_path, monkeypatch):
+    "A VP8 packet whose header says its frame is not shown (alt-ref): the frames are counted by one decode, windows stay exact and seek"
+    fn = write_video(tmp_path/'vp8.webm', codec='libvpx', n=120, gop=12)
+    real, seen = V._vp8_check, []
+    def hidden_at_50(data, key):
+        seen.append(1)
+        return V._HIDDEN if len(seen) == 50 else real(data, key)
+    monkeypatch.setattr(V, '_vp8_check', hidden_at_50)
+    V._STATS.clear()
+    ix = V._cached_index(fn)
+    assert ix.seekable and ix.dts is not None and ix.why == 'codec vp8' and V._STATS['indexed'] == 1
     ref = full_decode(fn)
     V._STATS.clear()
-    got = read_frames(fn, list(range(110, 118)))
-    assert np.array_equal(got, ref[110:118]) and V._STATS['decoded'] <= 8 + 24 and V._STATS['indexed'] == 0
+    for s in (0, 57, 112): assert np.array_equal(read_frames(fn, list(range(s, s+8))), ref[s:s+8]), s
+    assert V._STATS['indexed'] == 0 and V._STATS['decoded'] <= 3*(8 + 24)
+
+def test_reads_open_quickly_and_fall_back_to_a_plain_open(tmp_path, monkeypatch):
+    "Reads open an indexed file without FFmpeg's probing decode; when that misleads a read, it opens the file the plain way and the file stays seekable"
+    fn = write_video(tmp_path/'h264.mp4', n=60, gop=12, bf=2)
+    ref, ix = full_decode(fn), V._cached_index(fn)
+    real_open, real_run, opened, quick = V._open_container, V._decode_run, [], []  # (kept alive: no id reused)
+    def spy_open(f, quick_open=False):
+        c = real_open(f, quick_open)
+        opened.append(quick_open)
+        if quick_open: quick.append(c)
+        return c
+    monkeypatch.setattr(V, '_open_container', spy_open)
+    assert np.array_equal(read_frames(fn, list(range(30, 38))), ref[30:38]) and opened == [True]
+    def misled(c, *args, **kw):
+        if any(c is q for q in quick): raise V._Mismatch('as if the quick open misled the decoder')
+        yield from real_run(c, *args, **kw)
+    monkeypatch.setattr(V, '_decode_run', misled)
+    opened.clear(); V._STATS.clear()
+    assert np.array_equal(read_frames(fn, list(range(40, 48))), ref[40:48]) and opened == [True, False]
+    assert V._cached_index(fn) is ix and ix.seekable and V._STATS['indexed'] == 0
 
 def test_mpeg4_bframes_avi_seeks(tmp_path):
     "An MPEG-4 Part 2 AVI with B-VOPs is seekable by decoded pts: a window near its end decodes far fewer frames, and windows equal a full decode"
