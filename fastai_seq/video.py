@@ -816,6 +816,14 @@ def _plan(ix, wanted, threads):
 # Codecs whose non-reference frames (skipped by `skip_frame='NONREF'`) are never used to predict other frames
 _SKIP_NONREF = {'h264', 'mpeg4', 'mpeg2video', 'mpeg1video'}
 
+def _skips_nonref(cc) -> bool:
+    "Whether codec context `cc`'s decoder may skip the non-reference frames we do not want (nothing refers to them)"
+    if cc.name in _SKIP_NONREF: return True
+    # HEVC's '_N' pictures are 'sub-layer non-reference': pictures of a higher temporal sub-layer may refer to them, so
+    # only a stream of one temporal layer (its hvcC record says so: byte 21, bits 3-5) never uses them
+    x = cc.extradata if cc.name == 'hevc' else None
+    return x is not None and len(x) > 22 and x[0] == 1 and (x[21] >> 3) & 7 == 1
+
 _REORDER_MAX = 16  # frames: how far past the last wanted frame a packet can come before it, in decode order
 
 def _finder(ix, first, last):
@@ -827,7 +835,7 @@ def _decode_run(c, s, ix, key, idxs, format, seek, r):
     "Yield `(i, array)` for the frames `idxs` (sorted), decoding from keyframe `key` (seeking to it if `seek`)"
     if seek: c.seek(int(ix.pts[key]), stream=s, backward=True, any_frame=False)
     cc = s.codec_context
-    skip = cc.name in _SKIP_NONREF
+    skip = _skips_nonref(cc)
     want, last = set(idxs), idxs[-1]
     exp, lpts, skippable, cur = (0 if not seek else None), None, set(), None
     find = _finder(ix, 0, last) if not seek else None
@@ -840,7 +848,7 @@ def _decode_run(c, s, ix, key, idxs, format, seek, r):
             exp, lpts, find = L, p.pts, _finder(ix, L, last)
         if skip and p.size:  # frames we don't want and nothing refers to need not be decoded at all
             j = find(p.pts)
-            mode = 'NONREF' if j is not None and j > exp and j not in want else 'DEFAULT'
+            mode = 'NONREF' if j is not None and j >= exp and j not in want else 'DEFAULT'
             if mode == 'NONREF': skippable.add(j)
             if mode != cur: cc.skip_frame = cur = mode
         for f in p.decode():

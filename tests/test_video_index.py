@@ -112,6 +112,25 @@ def test_vp8_hidden_frames_counted_by_decoding(tmp_path, monkeypatch):
     for s in (0, 57, 112): assert np.array_equal(read_frames(fn, list(range(s, s+8))), ref[s:s+8]), s
     assert V._STATS['indexed'] == 0 and V._STATS['decoded'] <= 3*(8 + 24)
 
+def test_hevc_skips_unreferenced_frames(tmp_path):
+    "An HEVC window deep in a long GOP leaves out the frames nothing refers to (one temporal layer) and equals a full decode"
+    fn = write_video(tmp_path/'hevc.mp4', codec='libx265', n=60, opts={'x265-params': 'keyint=60:scenecut=0:log-level=none'})
+    ref, ix = full_decode(fn), V._cached_index(fn)
+    assert list(ix.keys) == [0]
+    V._STATS.clear()
+    assert np.array_equal(read_frames(fn, list(range(48, 56)), threads=1), ref[48:56])
+    assert V._STATS['decoded'] < 56 - 8  # frames 0..55 in the decode: at least 8 of the 48 before the window were skipped
+
+def test_hevc_with_temporal_layers_skips_nothing():
+    "HEVC pictures marked non-reference may be referred to by a higher temporal layer: skipped only with one layer"
+    from types import SimpleNamespace as NS
+    hvcc = lambda layers: bytes([1] + [0]*20 + [layers << 3 | 3] + [0]*10)
+    assert V._skips_nonref(NS(name='hevc', extradata=hvcc(1)))
+    assert not V._skips_nonref(NS(name='hevc', extradata=hvcc(2))) and not V._skips_nonref(NS(name='hevc', extradata=hvcc(0)))
+    assert not V._skips_nonref(NS(name='hevc', extradata=b'\0\0\0\1' + bytes(30)))  # Annex B parameter sets: not known
+    assert not V._skips_nonref(NS(name='hevc', extradata=None)) and not V._skips_nonref(NS(name='vp9', extradata=None))
+    assert V._skips_nonref(NS(name='h264', extradata=None))
+
 def test_reads_open_quickly_and_fall_back_to_a_plain_open(tmp_path, monkeypatch):
     "Reads open an indexed file without FFmpeg's probing decode; when that misleads a read, it opens the file the plain way and the file stays seekable"
     fn = write_video(tmp_path/'h264.mp4', n=60, gop=12, bf=2)
