@@ -5,7 +5,7 @@ import av, numpy as np, pytest, torch
 from av.bitstream import BitStreamFilterContext
 from fastai_seq.video import *
 from fastai_seq.files import get_video_files, extract_frames
-from fastai_seq.video import _cached_index, _STATS, _CACHE
+from fastai_seq.video import _cached_index, _STATS, _CACHE, iter_frames
 from fastai_seq.data import LoadFrames
 from PIL import Image
 from test_video import write_video, full_decode, clip
@@ -140,14 +140,20 @@ def test_rotation_metadata(tmp_path, rot):
     assert np.abs(small.astype(int) - np.stack([np.asarray(Image.fromarray(f).resize((24, 32), Image.BILINEAR))
                                                 for f in got[[1, 3]]]).astype(int)).mean() < 12
     assert [np.asarray(f).shape for f in extract_frames(fn, [2, 0])] == [(64, 48, 3)]*2
+    own = list(iter_frames(fn, [0, 2, 2]))  # arrays of their own, usable by torch (no negative strides)
+    assert all(f.flags.c_contiguous and f.flags.owndata for f in own) and own[1] is own[2]
+    assert torch.equal(torch.stack([torch.from_numpy(f) for f in own]), torch.from_numpy(got[[0, 2, 2]]))
 
 def test_upright_is_a_view():
     "Turning a frame costs no copy: the one copy is made by whoever keeps the frame (`read_frames`' output, a crop)"
-    from fastai_seq.video import _upright
+    from fastai_seq.video import _upright, _copy_frame
     a = np.arange(4*6*3, dtype=np.uint8).reshape(4, 6, 3)
     for k in (1, 2, 3):
         t = _upright(a, k)
         assert np.shares_memory(t, a) and np.array_equal(t, np.rot90(a, k))
+        for src in (t, t[1:3, 1:3], t[..., :1]):  # turned frames (copied a pixel at a time), a crop of one, one channel
+            d = _copy_frame(np.empty(src.shape, np.uint8), src)
+            assert np.array_equal(d, src) and d.flags.c_contiguous and not np.shares_memory(d, a)
     assert _upright(a, 0) is a
 
 def _counting_probe(monkeypatch, log):
