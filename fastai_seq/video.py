@@ -2,6 +2,7 @@
 from fastai.data.all import *
 import av, gc, hashlib, importlib, json, re, struct, threading
 from collections import Counter, OrderedDict
+from contextlib import contextmanager
 from typing import NamedTuple
 from multiprocessing.reduction import ForkingPickler
 from av.video.reformatter import VideoReformatter
@@ -500,12 +501,18 @@ def _expand(fn, e) -> '_VideoIndex':
                        keys=np.asarray(keys, dtype=np.int64) if seek else None, why=why,
                        dts=np.asarray(dts, dtype=np.int64) if flags & _DTS else None, rotation=int(rot), stream=int(stream))
 
+def _stamp(f) -> tuple:
+    "What tells one version of a saved index file (a path or an open descriptor) from another: it is replaced, never changed"
+    st = os.stat(f)
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
 class _Store:
     "A saved index, memory-mapped: sorted key hashes, their rows, and the pools of runs, keyframes and dts the rows point into"
     def __init__(self, fn):
         import mmap
         self.fn = str(fn)
         with open(fn, 'rb') as f:
+            self.stamp = _stamp(f.fileno())
             head = f.read(16)
             if head[:8] != _MAGIC: raise ValueError(f"{fn} is not a fastai_seq index")
             n = int.from_bytes(head[8:16], 'little')
@@ -601,10 +608,13 @@ def _root(keys) -> str|None:
     try: return os.path.commonpath(dirs)
     except ValueError: return None  # files on different drives (Windows)
 
-def _open_store(root) -> _Store|None:
-    "The saved index of the dataset in `root`, memory-mapped once per process (None if it has none)"
+def _open_store(root, fresh=False) -> _Store|None:
+    "The saved index of the dataset in `root`, memory-mapped once per process (None if it has none); `fresh`: as now on disk"
     for fn in ([] if root is None else index_locations(root)):
         s = _STORES.get(str(fn))
+        if s is not None and fresh:  # another process may have saved a newer one since
+            try: s = s if _stamp(fn) == s.stamp else None
+            except OSError: s = None
         if s is not None: return s
         try: s = _Store(fn)
         except (OSError, ValueError, KeyError): continue
@@ -625,6 +635,27 @@ def _save_store(root, store, new:dict) -> _Store|None:
             _STORES[str(fn)] = s
         return s
     return store
+
+@contextmanager
+def _dataset_lock(root):
+    "Held by one process at a time per dataset `root` (a lock file beside its saved index): the one indexing it"
+    # The processes of a distributed job (and the nodes sharing its file system) start together: the first takes the
+    # lock and indexes the dataset, the others wait and then read the index it saved, instead of all indexing it all.
+    # Where no lock can be taken (no `fcntl`, nowhere writable, a file system without locks) each process indexes alone
+    f = None
+    try: import fcntl
+    except ImportError: fcntl = None
+    for fn in ([] if root is None or fcntl is None else index_locations(root)):
+        try:
+            fn.parent.mkdir(parents=True, exist_ok=True)
+            f = open(fn.with_name(fn.name + '.lock'), 'a+b')
+        except OSError: continue
+        try: fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        except OSError: f.close(); f = None
+        break
+    try: yield
+    finally:
+        if f is not None: f.close()  # closing releases the lock
 
 _PROBED = set()  # folders whose saved index this process has looked for
 
@@ -691,22 +722,29 @@ def _index_files(files, n_workers=0, max_pixels=None, progress=None, stream=None
     for f in files:
         if (k := _cache_key(f, stream)) is not None: fs.setdefault(k, f)
     root = _root(fs)
-    store = _open_store(root)
     hs = np.fromiter((_khash(k) for k in fs), np.uint64, len(fs))
-    saved = store.find(hs) >= 0 if store is not None else np.zeros(len(hs), bool)
-    todo = [(k, f) for (k, f), h, s in zip(fs.items(), hs.tolist(), saved)
-            if not s and h not in _MORE and _lookup(k) is None] if build else []
-    if todo:
-        nw = n_workers if len(todo) >= 16 else 0  # a pool costs more than it saves for a few files
-        if nw: before_fork()
-        # a pool process sends back the compact entry (a few hundred bytes), kept as is: expanded when the file is read
-        es = parallel(_compact_index_or_none, [(f, k) for k, f in todo], max_pixels=max_pixels, stream=stream,
-                      n_workers=nw, progress=len(todo) >= 64 if progress is None else progress,
-                      chunksize=max(1, min(32, len(todo) // (8 * max(nw, 1)))))
-        with _LOCK: _MORE.update((_khash(k), e) for (k, _), e in zip(todo, es) if e is not None)
-    # save what this process knows of these files and the saved index lacks (built now, or when read before)
+    def unsaved(store):  # which files the saved index lacks, and which of them need indexing
+        saved = store.find(hs) >= 0 if store is not None else np.zeros(len(hs), bool)
+        return saved, [(k, f) for (k, f), h, s in zip(fs.items(), hs.tolist(), saved)
+                       if not s and h not in _MORE and _lookup(k) is None] if build else []
+    store = _open_store(root)
+    saved, todo = unsaved(store)
     new = {h: e for h, s in zip(hs.tolist(), saved) if not s and (e := _MORE.get(h)) is not None}
-    store = _save_store(root, store, new)
+    if todo or new:
+        with _dataset_lock(root):
+            store = _open_store(root, fresh=True)  # what the process that held the lock saved
+            saved, todo = unsaved(store)
+            if todo:
+                nw = n_workers if len(todo) >= 16 else 0  # a pool costs more than it saves for a few files
+                if nw: before_fork()
+                # a pool process sends back the compact entry (a few hundred bytes), kept as is: expanded when read
+                es = parallel(_compact_index_or_none, [(f, k) for k, f in todo], max_pixels=max_pixels, stream=stream,
+                              n_workers=nw, progress=len(todo) >= 64 if progress is None else progress,
+                              chunksize=max(1, min(32, len(todo) // (8 * max(nw, 1)))))
+                with _LOCK: _MORE.update((_khash(k), e) for (k, _), e in zip(todo, es) if e is not None)
+            # save what this process knows of these files and the saved index lacks (built now, or when read before)
+            new = {h: e for h, s in zip(hs.tolist(), saved) if not s and (e := _MORE.get(h)) is not None}
+            store = _save_store(root, store, new)
     saved = store.find(hs) >= 0 if store is not None else np.zeros(len(hs), bool)
     if store is not None and new:  # now in the mapped file: the Python copies (~1 KiB each) need not stay, nor reach forked workers
         with _LOCK:

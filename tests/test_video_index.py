@@ -295,6 +295,26 @@ def test_second_process_indexes_no_file(dataset):
     assert r.returncode == 0, r.stderr[-2000:]
     assert 'INDEXED 0' in r.stdout
 
+def test_processes_starting_together_index_once(dataset, tmp_path):
+    "The processes of a distributed job starting together: one indexes the dataset, the others read what it saved"
+    root, files = dataset
+    code = ("import sys, time, os, fastai_seq.video as V; go, me, fs = sys.argv[1], sys.argv[2], sys.argv[3:]\n"
+            "real = V._build_index\n"
+            "def slow(*a, **k): time.sleep(0.05); return real(*a, **k)  # indexing slower than starting: they overlap\n"
+            "V._build_index = slow\n"
+            "open(go + me, 'w').close()\n"
+            "while not (os.path.exists(go + '0') and os.path.exists(go + '1')): time.sleep(0.001)\n"
+            "V.index_videos(fs); [V.read_frames(f, [0]) for f in fs]; print('INDEXED', V._STATS['indexed'])")
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(Path(V.__file__).parents[1]), os.environ.get('PYTHONPATH', '')])}
+    env.pop('FASTAI_SEQ_INDEX_DIR', None)
+    ps = [subprocess.Popen([sys.executable, '-c', code, str(tmp_path/'go'), str(i), *map(str, files)], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in ps]
+    assert all(p.returncode == 0 for p in ps), [e[-2000:] for _, e in outs]
+    counts = sorted(int(o.split('INDEXED')[1]) for o, _ in outs)
+    assert counts == [0, len(files)]  # without the lock both indexed every file
+    assert (root/'.fastai_seq_index').exists() and len(V._Store(root/'.fastai_seq_index')) == len(files)
+
 def test_never_saves_at_a_shallow_common_folder(tmp_path, monkeypatch):
     "Files of unrelated trees share only '/' (or '/tmp'): their index goes to fastai's data folder, never there"
     from fastai_seq.video import index_locations
