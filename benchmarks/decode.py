@@ -8,7 +8,7 @@ three shared clips ($FASTAI_SEQ_TEST_DATA/videos, else <repo>/../shared/data/vid
 Per file, `--windows` 8-frame windows start at evenly spread positions; each repeat runs every window through every
 method back to back (so load drifts hit them alike); a method's time in a repeat is the sum over the windows, a ratio is
 the median over repeats of the ratio in that repeat, a time the median over repeats divided by the windows; the methods
-take turns going first (a call right after another method's is slower, whichever it is). The default
+run in a new random order at every window (a call right after another method's is slower, whichever it is). The default
 clock is this process's CPU time (all its threads), which other jobs on a busy machine disturb far less than wall time.
 torchcodec: `pip install fastai_seq[bench]` (it needs FFmpeg's shared libraries: Debian `apt-get install ffmpeg`)."""
 import argparse, math, os, sys, time
@@ -111,13 +111,13 @@ def bench_file(fn, n_windows, repeats, tc_cls):
     t = {k: np.zeros(repeats) for k in methods}
     wrong, errors, diff = {k: set() for k in methods}, {}, {}
     video_info(fn)
-    names = list(methods)
+    names, rng = list(methods), np.random.default_rng(0)
     for r in range(repeats):
         for w, idxs in enumerate(wins):
-            # the methods take turns going first: a call right after torchcodec's ran ~10% slower (its freed buffers,
-            # cold caches), whichever method it was; a fixed order charged that to ours every time
-            turn = (w + r) % len(names)
-            for k in names[turn:] + names[:turn]:
+            # the methods run in a new random order at every window: a call right after torchcodec's or a cold call ran
+            # ~10-20% slower (freed buffers, cold caches), whichever method it was; a fixed order (or a rotation of it,
+            # which keeps who follows whom) charged that to the same method every time
+            for k in rng.permutation(names).tolist():
                 get = methods[k]
                 if k in errors: continue
                 c0 = CLOCK()
