@@ -14,7 +14,7 @@ from fastai.imports import dispatch
 from fastai.torch_core import TensorImage, TensorBase, TensorCategory
 from fastai.vision.core import TensorBBox, TensorPoint
 from fastai.data.block import TransformBlock
-from fastai.data.transforms import IntToFloatTensor, image_extensions
+from fastai.data.transforms import IntToFloatTensor, ToTensor, image_extensions
 from fastai.data.core import get_show_batch_func, TfmdDL
 from fastai.data.load import SkipItemException, DataLoader
 from fastai.vision.core import PILImage, PILImageBW
@@ -265,6 +265,8 @@ class LoadFrames(RandTransform):
             n = video_info(p, max_pixels=self.max_pixels, stream=self.stream).n_frames  # checks the header before anything is decoded
             frames = read_frames(p, self.idxs(n, p), rotate=self.rotate, stream=self.stream, **self._resize_kw())
             res = ImageTuple(self._pil(a) for a in frames)
+            # the decoded pixels of these very frames: `SeqDL` stacks them when only `ToTensor` and `StackFrames` come next
+            if self.channels==3: res.decoded = (frames, tuple(res))
         else: res = self.load_files(_frame_files(p), p)
         res.src = str(p)  # named by `StackFrames` if the frames differ in size
         return res
@@ -349,6 +351,14 @@ class IntToFloatSeq(IntToFloatTensor):
     "`IntToFloatTensor` that leaves float sequences (already in [0,1]) alone"
     def encodes(self, o:ImageSeq): return o if o.is_floating_point() else o.float().div_(self.div)
 
+def _stacked(o, cls):
+    "Item `o` with each of its `ImageTuple`s still holding the frames `LoadFrames` decoded (`.decoded`) as a `cls` `(T,C,H,W)` tensor"
+    def one(e):
+        a, fr = getattr(e, 'decoded', (None, None)) if isinstance(e, ImageTuple) else (None, None)
+        if a is None or a.ndim!=4 or a.shape[-1]!=3 or len(a)!=len(e) or any(f is not g for f,g in zip(e, fr)): return e
+        return cls(torch.from_numpy(a).permute(0,3,1,2).contiguous())
+    return tuple(one(e) for e in o) if type(o) is tuple else one(o)
+
 def find_load_frames(
     o, # A `DataLoader`, or the `Datasets`/`TfmdLists` it loads
     pos:int=None, # Only those of the `pos`-th `TfmdLists` of a `Datasets` (the one making element `pos` of its items)
@@ -412,6 +422,9 @@ class SeqDL(TfmdDL):
         if type(t) is not Resize or not self._at_size(o, tuple(t.size)): return ai(o)
         sp = ai.split_idx
         t.before_call(o, split_idx=sp)
+        # then, as fastai's `ToTensor` (per frame) and `StackFrames` would, the decoded frames become one `(T,C,H,W)` tensor,
+        # straight from the decoder's array: one copy where these made three (PIL to tensor, stack); both still run after
+        if len(fs)>2 and type(fs[1]) is ToTensor and type(fs[2]) is StackFrames: o = _stacked(o, fs[2].cls)
         for f in fs[1:]: o = f(o, split_idx=sp)
         return o
 

@@ -74,8 +74,10 @@ def test_videoblock_datablock(video_folder):
 def test_decoder_resize_skips_fastais_noop_resize(video_folder, monkeypatch):
     "A leading `Resize` the decoder did is not run again per frame, and batches (and the random stream) are unchanged"
     from fastai_seq.data import SeqDL
-    short, calls, call = SeqDL._after_item, [], Resize.__call__
+    import fastai_seq.data as D
+    short, calls, call, stacked, stack = SeqDL._after_item, [], Resize.__call__, [], D._stacked
     monkeypatch.setattr(Resize, '__call__', lambda self, *a, **k: calls.append(1) or call(self, *a, **k))
+    monkeypatch.setattr(D, '_stacked', lambda o, cls: stacked.append(stack(o, cls)) or stacked[-1])
     def batches(method, split):
         random.seed(0); torch.manual_seed(0)
         dls = DataBlock(blocks=(VideoBlock(n_frames=4, sampler='auto'), CategoryBlock), get_items=get_video_files,
@@ -87,12 +89,15 @@ def test_decoder_resize_skips_fastais_noop_resize(video_folder, monkeypatch):
     for method in ('crop', 'pad', 'squish'):
         for split in (0, 1):
             SeqDL._after_item = short
+            stacked.clear()
             a = batches(method, split)
             assert a and not calls  # the shortcut was taken
+            assert stacked and all(isinstance(o[0], ImageSeq) for o in stacked)  # frames stacked from the decoded array
             monkeypatch.setattr(SeqDL, '_after_item', lambda self, o: self.after_item(o))
             b = batches(method, split)
             assert calls and len(a)==len(b)
-            assert all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(a, b))
+            assert all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) and type(x[0]) is type(y[0]) and
+                       x[0].is_contiguous() and y[0].is_contiguous() for x, y in zip(a, b))
 
 @pytest.mark.workers
 def test_videoblock_workers_and_random_sampler(video_folder):
