@@ -155,13 +155,13 @@ class MemLog:
             with open(self.fn, 'a') as f: f.write(f"{os.getpid()} {self.n} " + ' '.join(f'{v:.1f}' for v in _mem()) + '\n')
 
 def mem_per_worker(files, n_items, nw, n_frames, size, bs):
-    "Per worker (rss, peak, private) after 200 and `n_items` items, ours and torchcodec's, each worker reading `n_items`"
+    "Per worker (rss, peak, private) every 100 items up to `n_items`, ours and torchcodec's, each worker reading `n_items`"
     items = [files[i % len(files)] for i in range((n_items + bs) * nw)]
     out = {}
     for name, make in (('ours', ours_dl), ('torchcodec', torchcodec_dl)):
         log = Path(tempfile.mkdtemp())/'mem'
         V._CACHE.clear()
-        dl = make(items, n_frames, size, bs, nw, hook=MemLog(log, (200, n_items)))
+        dl = make(items, n_frames, size, bs, nw, hook=MemLog(log, range(100, n_items+1, 100)))
         for b in (dl() if name == 'torchcodec' else dl): pass
         rows = [l.split() for l in log.read_text().splitlines()]
         per = {}
@@ -217,10 +217,11 @@ def main(corpus:str=str(DEFAULT_DIR), # Cache folder of the corpus files (never 
         m = mem_per_worker(files, mem_items, nw, 8, 112, bs)
         print(f"\nMemory per worker ({nw} workers, each reading {mem_items} items of the corpus, 8 frames at 112): "
               f"resident MiB after item 200 and {mem_items}, peak resident, private (not shared with the main process)\n")
-        print(f"| pipeline | worker | RSS @200 | RSS @{mem_items} | growth 200->{mem_items} | peak RSS | private @200 | private @{mem_items} |")
-        print("|---|---|---|---|---|---|---|---|")
+        print(f"| pipeline | worker | RSS @200 | RSS @{mem_items} | growth 200->{mem_items} | RSS min-max @200..{mem_items} (every 100) | peak RSS | private @200 | private @{mem_items} |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for name, per in m.items():
             for j, (pid, d) in enumerate(sorted(per.items())):
                 a, z = d.get(200), d.get(mem_items)
                 if not a or not z: print(f"| {name} | {j} | (read {sorted(d)} items) |"); continue
-                print(f"| {name} | {j} | {a[0]:.0f} | {z[0]:.0f} | {z[0]-a[0]:+.1f} | {z[1]:.0f} | {a[2]:.0f} | {z[2]:.0f} |")
+                win = [v[0] for k, v in d.items() if 200 <= k <= mem_items]
+                print(f"| {name} | {j} | {a[0]:.0f} | {z[0]:.0f} | {z[0]-a[0]:+.1f} | {min(win):.0f}-{max(win):.0f} | {z[1]:.0f} | {a[2]:.0f} | {z[2]:.0f} |")
