@@ -7,7 +7,7 @@ costs of a pass, fresh workers and the index pre-pass, weigh as in no real epoch
 `--memory`: resident size per worker after 200 and 1,000 items, ours and torchcodec's. And the probes (file indexings)
 of two passes with 2 workers.
 Run: python benchmarks/pipeline.py [--corpus DIR] [--reps 3] [--copies 1] [--workers 0,2] [--sizes 112,224]
-     [--frames 8,16] [--profile] [--memory] [--mem-items 1000]"""
+     [--frames 8,16] [--method crop] [--profile] [--memory] [--mem-items 1000]"""
 import cProfile, io, os, pstats, resource, sys, tempfile, time
 # every pass of the comparison indexes as a first run would: no index saved beside the clips by an earlier run
 os.environ.setdefault("FASTAI_SEQ_INDEX_DIR", "off")
@@ -49,8 +49,8 @@ class Hook(ItemTransform):
     def __init__(self, f): super().__init__(); self.f = f
     def encodes(self, o): self.f(); return o
 
-def ours_dl(files, n_frames, size, bs, nw, hook=None):
-    tfms = [Resize(size)] + ([Hook(hook)] if hook else [])
+def ours_dl(files, n_frames, size, bs, nw, hook=None, method='crop'):
+    tfms = [Resize(size, method=method)] + ([Hook(hook)] if hook else [])
     dblock = DataBlock(blocks=(VideoBlock(n_frames=n_frames, sampler='random'), CategoryBlock), get_y=label,
                        splitter=RandomSplitter(0.), item_tfms=tfms)
     return dblock.dataloaders(list(files), bs=bs, num_workers=nw).train.new(shuffle=True, drop_last=False)
@@ -176,7 +176,8 @@ def main(corpus:str=str(DEFAULT_DIR), # Cache folder of the corpus files (never 
          sizes:str='112,224', # Output sizes (`Resize`)
          frames:str='8,16', # Frames per clip
          bs:int=4, # Batch size
-         copies:int=1, # Copies of the file list per pass
+         copies:int=1, # Copies of the file list per pass (an epoch of copies*18 items)
+         method:str='crop', # Our `Resize` method: 'crop' (fastai's default) or 'squish' (what torchcodec's `Resize` does)
          profile:bool=False, # cProfile of `dls.train` iteration at 0 workers (8 frames at 112)
          memory:bool=False, # Resident size per worker after 200 and `mem_items` items, ours and torchcodec's
          mem_items:int=1000, # Items per worker for `--memory`
@@ -202,7 +203,7 @@ def main(corpus:str=str(DEFAULT_DIR), # Cache folder of the corpus files (never 
             for nf in [int(x) for x in frames.split(',')]:
                 for sz in [int(x) for x in sizes.split(',')]:
                     V._CACHE.clear()
-                    dl = ours_dl(files, nf, sz, bs, nw)
+                    dl = ours_dl(files, nf, sz, bs, nw, method=method)
                     b = dl.one_batch()
                     tc = torchcodec_dl(files, nf, sz, bs, nw)
                     x = next(iter(tc()))[0]
