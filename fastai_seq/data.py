@@ -263,10 +263,12 @@ class LoadFrames(RandTransform):
     def _load_path(self, p:Path) -> ImageTuple:
         if _is_video(p):
             n = video_info(p, max_pixels=self.max_pixels, stream=self.stream).n_frames  # checks the header before anything is decoded
-            frames = read_frames(p, self.idxs(n, p), rotate=self.rotate, stream=self.stream, **self._resize_kw())
+            idxs = self.idxs(n, p)
+            kw = self._resize_kw()  # after the window: the random draws in the order they always had
+            frames = read_frames(p, idxs, rotate=self.rotate, stream=self.stream, **kw)
             res = ImageTuple(self._pil(a) for a in frames)
-            # the decoded pixels of these very frames: `SeqDL` stacks them when only `ToTensor` and `StackFrames` come next
-            if self.channels==3: res.decoded = (frames, tuple(res))
+            # scaled by the decoder, the pixels of these very frames: `SeqDL` stacks them when its `ToTensor` and `StackFrames` come next
+            if kw and self.channels==3: res.decoded = (frames, tuple(res))
         else: res = self.load_files(_frame_files(p), p)
         res.src = str(p)  # named by `StackFrames` if the frames differ in size
         return res
