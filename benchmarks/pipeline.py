@@ -1,10 +1,13 @@
 """Clips per second end to end: fastai_seq's `VideoBlock` DataBlock pipeline (`Resize`, random windows) against the plain
 PyTorch `Dataset` + `DataLoader` over torchcodec that its documentation shows (a `VideoDecoder` per item with its
 decoder-side `Resize` transform, `get_frames_at`), on the same clips (benchmarks/corpus.py and the shared clips), at the
-same output size, with 0 and 2 workers. `--profile`: cProfile of `dls.train` at 0 workers. `--memory`: resident size per
-worker after 200 and 1,000 items, ours and torchcodec's. And the probes (file indexings) of two passes with 2 workers.
-Run: python benchmarks/pipeline.py [--corpus DIR] [--reps 3] [--workers 0,2] [--sizes 112,224] [--frames 8,16]
-     [--profile] [--memory] [--mem-items 1000]"""
+same output size, with 0 and 2 workers. A pass reads every file `--copies` times (1: the 18 files once, where the fixed
+costs of a pass, fresh workers and the index pre-pass, weigh as in no real epoch; 8: 144 items). `--profile`: cProfile of
+`dls.train` at 0 workers, and with 2 workers of the main process and of each worker (started by the loader's `wif`).
+`--memory`: resident size per worker after 200 and 1,000 items, ours and torchcodec's. And the probes (file indexings)
+of two passes with 2 workers.
+Run: python benchmarks/pipeline.py [--corpus DIR] [--reps 3] [--copies 1] [--workers 0,2] [--sizes 112,224]
+     [--frames 8,16] [--method crop] [--profile] [--memory] [--mem-items 1000]"""
 import cProfile, io, os, pstats, resource, sys, tempfile, time
 # every pass of the comparison indexes as a first run would: no index saved beside the clips by an earlier run
 os.environ.setdefault("FASTAI_SEQ_INDEX_DIR", "off")
@@ -46,8 +49,8 @@ class Hook(ItemTransform):
     def __init__(self, f): super().__init__(); self.f = f
     def encodes(self, o): self.f(); return o
 
-def ours_dl(files, n_frames, size, bs, nw, hook=None):
-    tfms = [Resize(size)] + ([Hook(hook)] if hook else [])
+def ours_dl(files, n_frames, size, bs, nw, hook=None, method='crop'):
+    tfms = [Resize(size, method=method)] + ([Hook(hook)] if hook else [])
     dblock = DataBlock(blocks=(VideoBlock(n_frames=n_frames, sampler='random'), CategoryBlock), get_y=label,
                        splitter=RandomSplitter(0.), item_tfms=tfms)
     return dblock.dataloaders(list(files), bs=bs, num_workers=nw).train.new(shuffle=True, drop_last=False)
@@ -103,6 +106,38 @@ def profile_train(files, n_frames, size, bs, reps=3, top=25):
                                             r'create_batch|do_batch|_pil|ImageTuple|StackFrames|Resize|encodes|collate')
     return s.getvalue()
 
+def profile_workers(files, n_frames, size, bs, nw=2, reps=2, top=12):
+    "cProfile of `reps` passes of `dls.train` with `nw` workers: the main process, and each worker's per-item work"
+    from multiprocessing.util import Finalize
+    d = Path(tempfile.mkdtemp())
+    def wif(*args):  # in each worker: profile it until it exits
+        pr = cProfile.Profile(); pr.enable()
+        def dump(): pr.disable(); pr.dump_stats(str(d/f'w{os.getpid()}.pstats'))
+        Finalize(None, dump, exitpriority=100)
+    dl = ours_dl(files, n_frames, size, bs, nw)
+    for b in dl: pass  # indexes the files
+    dl.wif = wif
+    pr, t = cProfile.Profile(), time.perf_counter()
+    pr.enable()
+    for _ in range(reps):
+        for b in dl: pass
+    pr.disable()
+    POLL = "<method 'poll' of 'select.poll' objects>"
+    wall, n_items, s = time.perf_counter() - t, reps * len(dl.dataset), io.StringIO()
+    st = pstats.Stats(pr, stream=s)
+    own = lambda st, name: sum(v[2] for k, v in st.stats.items() if k[2] == name)
+    cum = lambda st, name: sum(v[3] for k, v in st.stats.items() if k[2] == name)
+    s.write(f"Main process, {reps} passes of {len(dl.dataset)} items ({wall:.2f} s): waiting for workers (poll) "
+            f"{own(st, POLL):.2f} s, before_iter {cum(st, 'before_iter'):.3f} s, "
+            f"gc.collect {own(st, '<built-in method gc.collect>'):.3f} s\n")
+    st.sort_stats('tottime').print_stats(top)
+    ws = pstats.Stats(*map(str, d.glob('w*.pstats')), stream=s)
+    rf = cum(ws, 'read_frames')
+    s.write(f"\nWorkers, per item: {ws.total_tt/n_items*1000:.2f} ms in all, {rf/n_items*1000:.2f} ms in read_frames, "
+            f"{(ws.total_tt-rf)/n_items*1000:.2f} ms the rest (waiting for indices included)\n")
+    ws.sort_stats('tottime').print_stats(top)
+    return s.getvalue()
+
 def _mem():
     "(resident MiB, peak resident MiB, private dirty MiB) of this process, from /proc"
     st = dict(l.split(':', 1) for l in Path('/proc/self/status').read_text().splitlines() if ':' in l)
@@ -120,13 +155,13 @@ class MemLog:
             with open(self.fn, 'a') as f: f.write(f"{os.getpid()} {self.n} " + ' '.join(f'{v:.1f}' for v in _mem()) + '\n')
 
 def mem_per_worker(files, n_items, nw, n_frames, size, bs):
-    "Per worker (rss, peak, private) after 200 and `n_items` items, ours and torchcodec's, each worker reading `n_items`"
+    "Per worker (rss, peak, private) every 100 items up to `n_items`, ours and torchcodec's, each worker reading `n_items`"
     items = [files[i % len(files)] for i in range((n_items + bs) * nw)]
     out = {}
     for name, make in (('ours', ours_dl), ('torchcodec', torchcodec_dl)):
         log = Path(tempfile.mkdtemp())/'mem'
         V._CACHE.clear()
-        dl = make(items, n_frames, size, bs, nw, hook=MemLog(log, (200, n_items)))
+        dl = make(items, n_frames, size, bs, nw, hook=MemLog(log, range(100, n_items+1, 100)))
         for b in (dl() if name == 'torchcodec' else dl): pass
         rows = [l.split() for l in log.read_text().splitlines()]
         per = {}
@@ -141,7 +176,8 @@ def main(corpus:str=str(DEFAULT_DIR), # Cache folder of the corpus files (never 
          sizes:str='112,224', # Output sizes (`Resize`)
          frames:str='8,16', # Frames per clip
          bs:int=4, # Batch size
-         copies:int=1, # Copies of the file list per pass
+         copies:int=1, # Copies of the file list per pass (an epoch of copies*18 items)
+         method:str='crop', # Our `Resize` method: 'crop' (fastai's default) or 'squish' (what torchcodec's `Resize` does)
          profile:bool=False, # cProfile of `dls.train` iteration at 0 workers (8 frames at 112)
          memory:bool=False, # Resident size per worker after 200 and `mem_items` items, ours and torchcodec's
          mem_items:int=1000, # Items per worker for `--memory`
@@ -158,6 +194,8 @@ def main(corpus:str=str(DEFAULT_DIR), # Cache folder of the corpus files (never 
     if profile:
         print("\nProfile of 3 passes of `dls.train` at 0 workers (8 frames, Resize(112)):\n")
         print(profile_train(files, 8, 112, bs))
+        print("\nProfile of 2 passes of `dls.train` with 2 workers (8 frames, Resize(112)):\n")
+        print(profile_workers(files, 8, 112, bs))
     if not no_rates:
         print("\n| frames | size | num_workers | fastai_seq VideoBlock clips/s | torchcodec Dataset clips/s | ours/torchcodec |")
         print("|---|---|---|---|---|---|")
@@ -165,7 +203,7 @@ def main(corpus:str=str(DEFAULT_DIR), # Cache folder of the corpus files (never 
             for nf in [int(x) for x in frames.split(',')]:
                 for sz in [int(x) for x in sizes.split(',')]:
                     V._CACHE.clear()
-                    dl = ours_dl(files, nf, sz, bs, nw)
+                    dl = ours_dl(files, nf, sz, bs, nw, method=method)
                     b = dl.one_batch()
                     tc = torchcodec_dl(files, nf, sz, bs, nw)
                     x = next(iter(tc()))[0]
@@ -180,10 +218,11 @@ def main(corpus:str=str(DEFAULT_DIR), # Cache folder of the corpus files (never 
         m = mem_per_worker(files, mem_items, nw, 8, 112, bs)
         print(f"\nMemory per worker ({nw} workers, each reading {mem_items} items of the corpus, 8 frames at 112): "
               f"resident MiB after item 200 and {mem_items}, peak resident, private (not shared with the main process)\n")
-        print(f"| pipeline | worker | RSS @200 | RSS @{mem_items} | growth 200->{mem_items} | peak RSS | private @200 | private @{mem_items} |")
-        print("|---|---|---|---|---|---|---|---|")
+        print(f"| pipeline | worker | RSS @200 | RSS @{mem_items} | growth 200->{mem_items} | RSS min-max @200..{mem_items} (every 100) | peak RSS | private @200 | private @{mem_items} |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for name, per in m.items():
             for j, (pid, d) in enumerate(sorted(per.items())):
                 a, z = d.get(200), d.get(mem_items)
                 if not a or not z: print(f"| {name} | {j} | (read {sorted(d)} items) |"); continue
-                print(f"| {name} | {j} | {a[0]:.0f} | {z[0]:.0f} | {z[0]-a[0]:+.1f} | {z[1]:.0f} | {a[2]:.0f} | {z[2]:.0f} |")
+                win = [v[0] for k, v in d.items() if 200 <= k <= mem_items]
+                print(f"| {name} | {j} | {a[0]:.0f} | {z[0]:.0f} | {z[0]-a[0]:+.1f} | {min(win):.0f}-{max(win):.0f} | {z[1]:.0f} | {a[2]:.0f} | {z[2]:.0f} |")

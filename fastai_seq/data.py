@@ -1,6 +1,6 @@
 "Blocks for sequences: `SeqBlock`, `VideoBlock`, frame samplers, sequence-aware batch transforms, `SeqSplit`, `show_batch`"
 from __future__ import annotations
-import json, os, random, tempfile, uuid, warnings, weakref
+import gc, json, os, random, tempfile, uuid, warnings, weakref
 from functools import partial
 from pathlib import Path
 import numpy as np, torch
@@ -14,14 +14,14 @@ from fastai.imports import dispatch
 from fastai.torch_core import TensorImage, TensorBase, TensorCategory
 from fastai.vision.core import TensorBBox, TensorPoint
 from fastai.data.block import TransformBlock
-from fastai.data.transforms import IntToFloatTensor, image_extensions
+from fastai.data.transforms import IntToFloatTensor, ToTensor, image_extensions
 from fastai.data.core import get_show_batch_func, TfmdDL
 from fastai.data.load import SkipItemException, DataLoader
 from fastai.vision.core import PILImage, PILImageBW
 from fastai.vision.augment import RandTransform, PadMode, Resize, affine_grid
 from fastai.vision.data import get_grid
 from .core import ImageTuple, ImageSeq, ImageSeqBW, SeqError, ls_sorted, to_uint8_hwc, VIDEO_EXTS, ON_ERROR
-from .video import read_frames, video_info, VideoError, index_videos, before_fork, LIBRARY_ERRORS
+from .video import read_frames, video_info, VideoError, index_videos, LIBRARY_ERRORS
 from ._utils import too_many_pixels
 
 __all__ = ['SAMPLERS', 'SHORT_POLICIES', 'ON_ERROR', 'MAX_PIXELS', 'sample_indices', 'clip_indices', 'SkippedItem',
@@ -263,8 +263,12 @@ class LoadFrames(RandTransform):
     def _load_path(self, p:Path) -> ImageTuple:
         if _is_video(p):
             n = video_info(p, max_pixels=self.max_pixels, stream=self.stream).n_frames  # checks the header before anything is decoded
-            frames = read_frames(p, self.idxs(n, p), rotate=self.rotate, stream=self.stream, **self._resize_kw())
+            idxs = self.idxs(n, p)
+            kw = self._resize_kw()  # after the window: the random draws in the order they always had
+            frames = read_frames(p, idxs, rotate=self.rotate, stream=self.stream, **kw)
             res = ImageTuple(self._pil(a) for a in frames)
+            # scaled by the decoder, the pixels of these very frames: `SeqDL` stacks them when its `ToTensor` and `StackFrames` come next
+            if kw and self.channels==3: res.decoded = (frames, tuple(res))
         else: res = self.load_files(_frame_files(p), p)
         res.src = str(p)  # named by `StackFrames` if the frames differ in size
         return res
@@ -349,6 +353,14 @@ class IntToFloatSeq(IntToFloatTensor):
     "`IntToFloatTensor` that leaves float sequences (already in [0,1]) alone"
     def encodes(self, o:ImageSeq): return o if o.is_floating_point() else o.float().div_(self.div)
 
+def _stacked(o, cls):
+    "Item `o` with each of its `ImageTuple`s still holding the frames `LoadFrames` decoded (`.decoded`) as a `cls` `(T,C,H,W)` tensor"
+    def one(e):
+        a, fr = getattr(e, 'decoded', (None, None)) if isinstance(e, ImageTuple) else (None, None)
+        if a is None or a.ndim!=4 or a.shape[-1]!=3 or len(a)!=len(e) or any(f is not g for f,g in zip(e, fr)): return e
+        return cls(torch.from_numpy(a).permute(0,3,1,2).contiguous())
+    return tuple(one(e) for e in o) if type(o) is tuple else one(o)
+
 def find_load_frames(
     o, # A `DataLoader`, or the `Datasets`/`TfmdLists` it loads
     pos:int=None, # Only those of the `pos`-th `TfmdLists` of a `Datasets` (the one making element `pos` of its items)
@@ -412,6 +424,9 @@ class SeqDL(TfmdDL):
         if type(t) is not Resize or not self._at_size(o, tuple(t.size)): return ai(o)
         sp = ai.split_idx
         t.before_call(o, split_idx=sp)
+        # then, as fastai's `ToTensor` (per frame) and `StackFrames` would, the decoded frames become one `(T,C,H,W)` tensor,
+        # straight from the decoder's array: one copy where these made three (PIL to tensor, stack); both still run after
+        if len(fs)>2 and type(fs[1]) is ToTensor and type(fs[2]) is StackFrames: o = _stacked(o, fs[2].cls)
         for f in fs[1:]: o = f(o, split_idx=sp)
         return o
 
@@ -446,8 +461,15 @@ class SeqDL(TfmdDL):
         super().before_iter()
         self._skip_start = [len(f.skip_log) for f in find_load_frames(self.dataset)]
         _index_videos(self)
-        if self.fake_l.num_workers:  # the real count: `self.num_workers` is 1 in the main process (a worker's own view)
-            before_fork()  # a PyAV decoder left in a reference cycle (by an exception's traceback) is freed here, not in a worker
+        # the real count: `self.num_workers` is 1 in the main process (a worker's own view); the workers fork next
+        if self.fake_l.num_workers: _FREEZE_IN_CHILD.append(True)
+
+    def __iter__(self):
+        try:
+            for b in super().__iter__():
+                _FREEZE_IN_CHILD.clear()  # every worker forked before the first batch: later forks are none of ours
+                yield b
+        finally: _FREEZE_IN_CHILD.clear()
 
     def after_iter(self):
         "Warn once about the items skipped during this pass, in the main process (workers log them to a shared file)"
@@ -460,6 +482,22 @@ class SeqDL(TfmdDL):
             warnings.warn(f"{len(msgs)} of {len(self.dataset)} items could not be loaded and were replaced by other items in "
                           "this pass (on_error='skip'):\n" + '\n'.join(f'  {m}' for m in msgs[:20]) +
                           (f'\n  ... and {len(msgs)-20} more (see `dl.skipped`)' if len(msgs)>20 else ''), SkippedItemWarning)
+
+# A DataLoader worker forked by `SeqDL` never collects the objects it inherits: `gc.freeze()` right after the fork. A
+# threaded PyAV decoder left in a reference cycle in the main process (by an exception's traceback, or by user code) would
+# wait forever, freed in a worker, for decoder threads that were not forked; frozen, it is never freed there. This replaces
+# a full `gc.collect()` in the main process before every pass (0.3 s with fastai and torch loaded: 570k objects), and the
+# worker's collections no longer touch (copy) the pages of the main process's objects. Python's advice for forked
+# children (`gc.freeze`); only the workers `SeqDL` starts are frozen, other forks of the process are left alone.
+_FREEZE_IN_CHILD = []  # non-empty from `SeqDL.before_iter` until its workers have forked
+
+def _freeze_after_fork():
+    "In a forked child: freeze the inherited objects if `SeqDL` is starting its workers"
+    if _FREEZE_IN_CHILD:
+        _FREEZE_IN_CHILD.clear()  # a process the worker forks in turn is not ours
+        gc.freeze()
+
+if hasattr(os, 'register_at_fork'): os.register_at_fork(after_in_child=_freeze_after_fork)
 
 def _index_videos(dl):
     "Index the videos of `dl`'s items in this (main) process, by a pool of as many processes as `dl` has workers"

@@ -1,10 +1,10 @@
-import random, shutil
+import gc, multiprocessing, os, random, shutil
 import numpy as np, torch, pytest
 from pathlib import Path
 from PIL import Image
 from hypothesis import given, settings, strategies as st
 from fastai.vision.all import (DataBlock, CategoryBlock, parent_label, GrandparentSplitter, IndexSplitter, Resize,
-    RandomResizedCrop, FlipItem, aug_transforms, Normalize, imagenet_stats, Pipeline, TensorBase, plt)
+    RandomResizedCrop, FlipItem, aug_transforms, Normalize, imagenet_stats, Pipeline, TensorBase, Transform, plt)
 from fastai_seq.core import ImageSeq, ImageSeqBW, SeqError
 from fastai_seq.data import *
 from fastai_seq.video import get_video_files
@@ -74,8 +74,10 @@ def test_videoblock_datablock(video_folder):
 def test_decoder_resize_skips_fastais_noop_resize(video_folder, monkeypatch):
     "A leading `Resize` the decoder did is not run again per frame, and batches (and the random stream) are unchanged"
     from fastai_seq.data import SeqDL
-    short, calls, call = SeqDL._after_item, [], Resize.__call__
+    import fastai_seq.data as D
+    short, calls, call, stacked, stack = SeqDL._after_item, [], Resize.__call__, [], D._stacked
     monkeypatch.setattr(Resize, '__call__', lambda self, *a, **k: calls.append(1) or call(self, *a, **k))
+    monkeypatch.setattr(D, '_stacked', lambda o, cls: stacked.append(stack(o, cls)) or stacked[-1])
     def batches(method, split):
         random.seed(0); torch.manual_seed(0)
         dls = DataBlock(blocks=(VideoBlock(n_frames=4, sampler='auto'), CategoryBlock), get_items=get_video_files,
@@ -87,12 +89,15 @@ def test_decoder_resize_skips_fastais_noop_resize(video_folder, monkeypatch):
     for method in ('crop', 'pad', 'squish'):
         for split in (0, 1):
             SeqDL._after_item = short
+            stacked.clear()
             a = batches(method, split)
             assert a and not calls  # the shortcut was taken
+            assert stacked and all(isinstance(o[0], ImageSeq) for o in stacked)  # frames stacked from the decoded array
             monkeypatch.setattr(SeqDL, '_after_item', lambda self, o: self.after_item(o))
             b = batches(method, split)
             assert calls and len(a)==len(b)
-            assert all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(a, b))
+            assert all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) and type(x[0]) is type(y[0]) and
+                       x[0].is_contiguous() and y[0].is_contiguous() for x, y in zip(a, b))
 
 @pytest.mark.workers
 def test_videoblock_workers_and_random_sampler(video_folder):
@@ -104,6 +109,37 @@ def test_videoblock_workers_and_random_sampler(video_folder):
         assert idx == list(range(idx[0], idx[0]+8))  # a consecutive window
     xv,_ = dls.valid.one_batch()
     assert torch.equal(xv, dls.valid.one_batch()[0])  # validation: uniform, deterministic
+
+class _FreezeLog(Transform):
+    "Appends the number of frozen objects (`gc.get_freeze_count()`) of the process that loads each item to file `fn`"
+    order = 10
+    def __init__(self, fn): super().__init__(); self.fn = str(fn)
+    def encodes(self, x:ImageSeq):
+        with open(self.fn, 'a') as f: f.write(f'{os.getpid()} {gc.get_freeze_count()}\n')
+        return x
+
+@pytest.mark.workers
+def test_workers_freeze_what_they_inherit(video_folder, tmp_path):
+    "`SeqDL`'s forked workers freeze the objects they inherit (never freeing a threaded decoder left as garbage) and the main process runs no full `gc.collect()` before a pass"
+    if multiprocessing.get_start_method() != 'fork': pytest.skip("only forked workers inherit the main process's objects")
+    log = tmp_path/'frozen'
+    dls = DataBlock(blocks=(VideoBlock(n_frames=8), CategoryBlock), get_items=get_video_files, get_y=parent_label,
+                    splitter=GrandparentSplitter(), item_tfms=[Resize(32), _FreezeLog(log)]).dataloaders(video_folder, bs=2, num_workers=2)
+    log.unlink(missing_ok=True)
+    full, was = [], gc.isenabled()
+    cb = lambda phase, info: full.append(info['generation']) if phase=='start' and info['generation']==2 else None
+    gc.disable(); gc.callbacks.append(cb)
+    try: n = sum(len(b[0]) for b in dls.train)
+    finally:
+        gc.callbacks.remove(cb)
+        if was: gc.enable()
+    rows = [l.split() for l in log.read_text().splitlines()]
+    assert n == len(rows) and {pid for pid, _ in rows} - {str(os.getpid())} and all(pid != str(os.getpid()) for pid, _ in rows)
+    assert all(int(c) > 10_000 for _, c in rows)  # torch, fastai and the loader, inherited and frozen
+    assert full == [] and gc.get_freeze_count() == 0  # the main process: no full collection, nothing frozen
+    pid = os.fork()  # a fork that is not `SeqDL` starting its workers is left alone
+    if pid == 0: os._exit(0 if gc.get_freeze_count() == 0 else 1)
+    assert os.waitpid(pid, 0)[1] == 0
 
 def test_show_batch_axes(video_folder):
     dls = _video_dblock().dataloaders(video_folder, bs=4, num_workers=0)
