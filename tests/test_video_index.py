@@ -115,6 +115,7 @@ def test_container_index_checked(corpus, monkeypatch):
         got = real(*args)
         return None if got is None else (got[0] + 1, got[1])
     monkeypatch.setattr(V, '_entries_index', shifted)
+    monkeypatch.setattr(V, 'read_moov', lambda f: None)  # the sample tables would come first (tested below)
     V._STATS.clear()
     _same(V._build_index(fn), V._build_index(fn, entries=False))
     assert V._STATS['entries'] == 0 and V._STATS['indexed'] == 2
