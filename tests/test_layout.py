@@ -11,8 +11,9 @@ from conftest import REPO
 PKG = REPO/'fastai_seq'
 # STYLE.md's layout, top to bottom: a module may import from its own level and those above it. `_utils` comes first
 # (helpers shared by two files), `precision` and `distributed` right after `core` (data and metrics use `plain_dl`),
+# `mp4` (a leaf: the MP4/MOV sample-table reader) just above `video`, its one user,
 # `tracking` after `evaluate`, then `fastai_patches`, which may reach everything it patches; `all` and `__main__` last.
-LAYOUT = ['__init__', '_utils', 'core', 'precision', 'distributed', 'video', 'files', 'annotations', 'data', 'datasets',
+LAYOUT = ['__init__', '_utils', 'core', 'precision', 'distributed', 'mp4', 'video', 'files', 'annotations', 'data', 'datasets',
           'layers', 'metrics', 'losses', 'callbacks', 'registry', 'models', 'learner', 'evaluate', 'tracking',
           'fastai_patches', 'all', '__main__']
 THIRD_PARTY = ('fastai', 'fastcore', 'huggingface_hub', 'transformers')

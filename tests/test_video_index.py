@@ -1,11 +1,12 @@
 "The frame index: container index = packet scan, VP8 seeks, damaged files say what is readable, the saved index"
-import os, subprocess, sys
+import os, shutil, subprocess, sys
 from pathlib import Path
 import av, numpy as np, pytest
 from test_video import write_video, full_decode
 from test_video_streams import write_two_streams
 from conftest import shared_data
 import fastai_seq.video as V
+from fastai_seq.mp4 import read_moov
 from fastai_seq.video import read_frames, video_info, verify_videos, index_videos, VideoError
 
 def write_rotated(fn, rot=90, n=20):
@@ -33,7 +34,29 @@ CORPUS = {
     'mjpeg.avi': dict(codec='mjpeg', n=20, pix='yuvj420p'), 'mjpeg.mp4': dict(codec='mjpeg', n=20, pix='yuvj420p'),
     'vfr.mp4': dict(n=40, gop=8, bf=2, vfr_start=1000), 'vfr_nob.mp4': dict(n=40, gop=8, bf=0, vfr_start=0),
     'h264_10bit.mp4': dict(n=30, gop=12, pix='yuv420p10le'),
+    # MP4/MOV variants for the sample-table index: MOV, signed composition offsets, no edit list, fragmented (not read)
+    'h264_g12.mov': dict(n=40, gop=12, bf=2), 'h264_negcts.mp4': dict(n=40, gop=12, bf=2, fmt_opts={'movflags': 'negative_cts_offsets'}),
+    'h264_noedit.mp4': dict(n=40, gop=12, bf=2, fmt_opts={'use_editlist': '0'}),
+    'h264_frag.mp4': dict(n=40, gop=12, bf=2, fmt_opts={'movflags': 'frag_keyframe+empty_moov'}),
 }
+
+def write_delayed(src, fn, delay=0.5):
+    "`src` copied into an MP4 whose video starts `delay` seconds late: a leading empty edit in its edit list"
+    with av.open(str(src)) as i, av.open(str(fn), 'w') as o:
+        s = i.streams.video[0]
+        t = o.add_stream_from_template(s) if hasattr(o, 'add_stream_from_template') else o.add_stream(template=s)
+        shift = int(delay / s.time_base)
+        for p in i.demux(s):
+            if p.dts is None: continue
+            p.pts, p.dts, p.stream = p.pts + shift, p.dts + shift, t
+            o.mux(p)
+    return Path(fn)
+
+def write_trimmed(src, fn, start=0.5):
+    "`src` stream-copied from `start` seconds by the ffmpeg CLI: an edit starting after samples kept only to decode from (None without ffmpeg)"
+    if shutil.which('ffmpeg') is None: return None
+    r = subprocess.run(['ffmpeg', '-loglevel', 'error', '-y', '-ss', str(start), '-i', str(src), '-c', 'copy', str(fn)])
+    return Path(fn) if r.returncode == 0 else None
 
 @pytest.fixture(scope='module')
 def corpus(tmp_path_factory):
@@ -45,6 +68,9 @@ def corpus(tmp_path_factory):
         try: out.append(write_video(root/name, **kw))
         except Exception: continue
     out += [write_rotated(root/'rotated.mp4'), write_two_streams(root/'two_streams.mp4')]
+    if (src := root/'h264_g12.mp4').exists():
+        out.append(write_delayed(src, root/'h264_delayed.mp4'))
+        if (t := write_trimmed(src, root/'h264_trimmed.mp4')) is not None: out.append(t)
     if (d := shared_data()) is not None: out += sorted((d/'videos').glob('*'))
     return out
 
@@ -62,6 +88,14 @@ def test_corpus_entries_and_scan_agree(corpus):
     for fn in corpus:
         _same(V._build_index(fn), V._build_index(fn, entries=False))
     assert V._STATS['entries'] >= 3  # the MP4s without reordering (H.264, MJPEG, variable rate) took the container's index
+    # the MP4/MOV files with B-frames too (their sample tables): no packet scan
+    for name in ('h264_g12.mp4', 'h264_g250.mp4', 'h264_g12.mov', 'vfr.mp4', 'hevc.mp4', 'h264_10bit.mp4', 'rotated.mp4',
+                 'two_streams.mp4', 'h264_negcts.mp4', 'h264_noedit.mp4', 'h264_delayed.mp4'):
+        fn = next((f for f in corpus if f.name == name), None)
+        if fn is None: continue  # an encoder this PyAV lacks
+        V._STATS.clear()
+        V._build_index(fn)
+        assert V._STATS['entries'] == V._STATS['indexed'] == 1, name
     rng = np.random.default_rng(0)
     for fn in corpus:
         ref = full_decode(fn) if 'two_streams' not in fn.name else None
@@ -81,9 +115,59 @@ def test_container_index_checked(corpus, monkeypatch):
         got = real(*args)
         return None if got is None else (got[0] + 1, got[1])
     monkeypatch.setattr(V, '_entries_index', shifted)
+    monkeypatch.setattr(V, 'read_moov', lambda f: None)  # the sample tables would come first (tested below)
     V._STATS.clear()
     _same(V._build_index(fn), V._build_index(fn, entries=False))
     assert V._STATS['entries'] == 0 and V._STATS['indexed'] == 2
+
+def test_mp4_sample_tables_are_what_ffmpeg_demuxes(corpus):
+    "Each MP4/MOV video track's pts, keyframe flags and sizes from its `moov` equal the packets PyAV demuxes; fragmented, trimmed and non-MP4 files are not read"
+    read = 0
+    for fn in corpus:
+        m = read_moov(fn)
+        if fn.suffix not in ('.mp4', '.mov') or fn.name in ('h264_frag.mp4', 'h264_trimmed.mp4'):
+            assert m is None or fn.name == 'h264_trimmed.mp4' and all(t is None for t in m.tracks.values()), fn.name
+            continue
+        assert m is not None and m.upright == ('rotated' not in fn.name), fn.name
+        with av.open(str(fn)) as c:
+            for s in c.streams.video:
+                tr = m.tracks[s.id]
+                pk = [(p.pts, p.is_keyframe, p.size) for p in c.demux(s) if p.size]
+                c.seek(0)
+                assert [tuple(x) for x in zip(tr.pts.tolist(), tr.keys.tolist(), tr.sizes.tolist())] == pk, fn.name
+                read += 1
+    assert read >= 12
+    delayed = read_moov(next(f for f in corpus if f.name == 'h264_delayed.mp4'))
+    assert delayed.tracks[1].pts.min() > 0  # the empty edit delays the first frame
+
+def test_mp4_tables_checked(corpus, monkeypatch):
+    "Sample tables FFmpeg does not agree with (a pts or a keyframe flag off) are not used: the packets are scanned"
+    fn = next(f for f in corpus if f.name == 'h264_g12.mp4')
+    ref = V._build_index(fn, entries=False)
+    real = V.read_moov
+    for change in ('pts', 'keys'):
+        def off(f):
+            m = real(f)
+            tr = m.tracks[1]
+            if change == 'pts': tr = tr._replace(pts=tr.pts + (np.arange(len(tr.pts)) == 20))
+            else: tr = tr._replace(keys=tr.keys ^ (np.arange(len(tr.keys)) == 5))
+            return m._replace(tracks={1: tr})
+        monkeypatch.setattr(V, 'read_moov', off)
+        V._STATS.clear()
+        _same(V._build_index(fn), ref)
+        assert V._STATS['entries'] == 0 and V._STATS['indexed'] == 1, change
+
+def test_mp4_quick_open_only_without_rotation(corpus, monkeypatch):
+    "An MP4 whose display matrices are the identity is indexed without FFmpeg's probing decode; a rotated one is opened the plain way (FFmpeg gives the rotation)"
+    real, opened = V._open_container, []
+    def spy(f, quick=False):
+        opened.append(quick)
+        return real(f, quick)
+    monkeypatch.setattr(V, '_open_container', spy)
+    for name, quick, rot in (('h264_g12.mp4', True, 0), ('rotated.mp4', False, 90), ('h264_frag.mp4', False, 0)):
+        opened.clear()
+        ix = V._build_index(next(f for f in corpus if f.name == name))
+        assert opened == [quick] and ix.rotation == rot and ix.seekable, name
 
 def test_vp8_window_seeks(tmp_path):
     "A VP8 WebM whose packets all say they show a frame is indexed by its packets (no decode) and seekable: a window at its end decodes few frames"
