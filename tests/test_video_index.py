@@ -196,6 +196,17 @@ def test_vp8_hidden_frames_counted_by_decoding(tmp_path, monkeypatch):
     for s in (0, 57, 112): assert np.array_equal(read_frames(fn, list(range(s, s+8))), ref[s:s+8]), s
     assert V._STATS['indexed'] == 0 and V._STATS['decoded'] <= 3*(8 + 24)
 
+def test_file_not_what_its_name_says(tmp_path):
+    "Reads name the demuxer from the extension (no format probe); a file that is not what its name says is still read exactly"
+    import shutil
+    avi = write_video(tmp_path/'clip.avi', codec='mpeg4', n=40, gop=12)
+    mkv = write_video(tmp_path/'clip.mkv', n=40, gop=12, bf=2)
+    for src, name in ((avi, 'avi_named.mp4'), (mkv, 'mkv_named.avi'), (mkv, 'mkv_named.mov'), (avi, 'avi_named.webm')):
+        fn = shutil.copy(src, tmp_path/name)
+        ref = full_decode(fn)
+        assert video_info(fn).n_frames == len(ref) == 40, name
+        for s in (0, 17, 32): assert np.array_equal(read_frames(fn, list(range(s, s+8))), ref[s:s+8]), (name, s)
+
 def test_hevc_skips_unreferenced_frames(tmp_path):
     "An HEVC window deep in a long GOP leaves out the frames nothing refers to (one temporal layer) and equals a full decode"
     fn = write_video(tmp_path/'hevc.mp4', codec='libx265', n=60, opts={'x265-params': 'keyint=60:scenecut=0:log-level=none'})
@@ -220,8 +231,8 @@ def test_reads_open_quickly_and_fall_back_to_a_plain_open(tmp_path, monkeypatch)
     fn = write_video(tmp_path/'h264.mp4', n=60, gop=12, bf=2)
     ref, ix = full_decode(fn), V._cached_index(fn)
     real_open, real_run, opened, quick = V._open_container, V._decode_run, [], []  # (kept alive: no id reused)
-    def spy_open(f, quick_open=False):
-        c = real_open(f, quick_open)
+    def spy_open(f, quick_open=False, **kw):
+        c = real_open(f, quick_open, **kw)
         opened.append(quick_open)
         if quick_open: quick.append(c)
         return c
