@@ -172,11 +172,12 @@ def _free_port() -> int:
 
 def _dist_run(script:Path, with_import:str, nproc:int) -> list:
     "The `RESULT` dicts of the ranks (one process without torchrun when nproc is 1)"
-    import json
+    import json, re
     launch = ['-m', 'torch.distributed.run', '--nproc_per_node', str(nproc), '--master_port', str(_free_port())] if nproc>1 else []
     r = subprocess.run([sys.executable, *launch, str(script), with_import], cwd=REPO, capture_output=True, text=True,
                        timeout=300, env={**os.environ, 'PYTHONPATH': str(REPO), 'OMP_NUM_THREADS': '1'})
-    res = [json.loads(l[l.index('RESULT')+6:]) for l in (r.stdout+r.stderr).splitlines() if 'RESULT{' in l]
+    # the ranks print at the same time: two results can share a line (torchrun passes their output through unbuffered)
+    res = [json.loads(m) for m in re.findall(r'RESULT(\{[^{}]*\})', r.stdout + '\n' + r.stderr)]
     assert len(res)==nproc, f"exit {r.returncode}, {len(res)} of {nproc} results:\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
     return res
 
