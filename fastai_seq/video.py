@@ -226,6 +226,13 @@ def _entries_index(fn, c, s, codec, fmt):
     if end > os.path.getsize(fn): return None  # cut short: the scan says where
     return ts, keys
 
+def _pts_index(fn, s, spts, keys, w, h, rot, sv) -> '_VideoIndex':
+    "The seekable `_VideoIndex` of stream `s` (`sv`-th video stream) whose frames have the sorted pts `spts`, keyframes at positions `keys`"
+    n = len(spts)
+    fps = _rate(s, spts, n)
+    dur = float((spts[-1]-spts[0]) * s.time_base) + (1/fps if fps else 0.)
+    return _VideoIndex(fn, n, fps, w, h, dur, pts=spts, keys=keys, rotation=rot, stream=sv)
+
 _MOOV_CHECK = 32  # packets demuxed to check a `moov`-built index against what FFmpeg reports
 
 def _moov_index(fn, c, s, moov, sv):
@@ -261,17 +268,15 @@ def _moov_index(fn, c, s, moov, sv):
         if _ours(e): raise _library_error(fn, e) from e
         return None  # a damaged file: the scan says what is readable
     if first is None or k < want or first.pts != spts[0]: return None
-    fps = _rate(s, spts, n)
-    dur = float((spts[-1]-spts[0]) * s.time_base) + (1/fps if fps else 0.)
-    return _VideoIndex(fn, n, fps, first.width, first.height, dur, pts=spts, keys=np.flatnonzero(tr.keys[order]),
-                       rotation=_rotation(first), stream=sv)
+    return _pts_index(fn, s, spts, np.flatnonzero(tr.keys[order]), first.width, first.height, _rotation(first), sv)
 
 def _build_index(fn, force_decode=False, max_pixels=None, stream=None, entries=True, shown=True):
     "Build the `_VideoIndex` of `fn`'s video `stream`: from the container's index or its packets (no decoding) when they give the exact frames, else count by decoding"
     # An MP4/MOV file's own sample tables give its frames without reading a packet; with no display rotation in them it
     # is opened without FFmpeg's probing decode (`_QUICK_OPEN`: the frames would lose a rotation the container gives)
     moov = read_moov(fn) if entries and not force_decode else None
-    c = _open_container(fn, quick=moov is not None and moov.upright)
+    quick = moov is not None and moov.upright
+    c = _open_container(fn, quick=quick)
     try:
         s = _vstream(c, fn, stream)
         sv = list(c.streams.video).index(s)
@@ -285,11 +290,11 @@ def _build_index(fn, force_decode=False, max_pixels=None, stream=None, entries=T
         _set_threads(s, 1)
         count = why is not None  # the packets can't tell: count frames by decoding them all, in this same pass
         # MPEG-4 Part 2 and VP8: only their packets' bytes tell whether each holds one shown frame
-        if (moov is not None and not count and fmt in _ENTRY_FMTS and codec not in _NO_TRUST and codec != 'mpeg4'
-            and (ix := _moov_index(fn, c, s, moov, sv)) is not None):
+        tables = moov is not None and not count and fmt in _ENTRY_FMTS and codec not in _NO_TRUST and codec != 'mpeg4'
+        if tables and (ix := _moov_index(fn, c, s, moov, sv)) is not None:
             _STATS['indexed'] += 1; _STATS['entries'] += 1
             return ix
-        if moov is not None:  # not the frames it says: the paths below, with a fresh demuxer and decoder (a plain open)
+        if quick or tables:  # the paths below, with a fresh demuxer and decoder (a plain open)
             c.close()
             c = _open_container(fn)
             s = _vstream(c, fn, stream)
@@ -306,10 +311,7 @@ def _build_index(fn, force_decode=False, max_pixels=None, stream=None, entries=T
                 if _ours(e): raise _library_error(fn, e) from e
             if first is not None and first.pts == spts[0]:
                 _STATS['indexed'] += 1; _STATS['entries'] += 1
-                n, fps = len(spts), _rate(s, spts, len(spts))
-                dur = float((spts[-1]-spts[0]) * s.time_base) + (1/fps if fps else 0.)
-                return _VideoIndex(fn, n, fps, first.width, first.height, dur, pts=spts, keys=np.flatnonzero(kf),
-                                   rotation=_rotation(first), stream=sv)
+                return _pts_index(fn, s, spts, np.flatnonzero(kf), first.width, first.height, _rotation(first), sv)
             c.close()  # not the frames it says: scan the packets instead, with a fresh demuxer and decoder
             c = _open_container(fn)
             s = _vstream(c, fn, stream)
@@ -377,11 +379,7 @@ def _build_index(fn, force_decode=False, max_pixels=None, stream=None, entries=T
             n_dec, count = _count_frames(fn, sv, got), True
             if (len(got) != len(spts) or any(p != q for (p, _), q in zip(got, spts.tolist()))
                 or not all(got[k][1] for k in kidx.tolist())): why = 'B-VOP (decoded timestamps differ from the packets)'
-        if why is None:
-            n = len(spts)
-            fps = _rate(s, spts, n)
-            dur = float((spts[-1]-spts[0]) * s.time_base) + (1/fps if fps else 0.)
-            return _VideoIndex(fn, n, fps, w, h, dur, pts=spts, keys=kidx, rotation=rot, stream=sv)
+        if why is None: return _pts_index(fn, s, spts, kidx, w, h, rot, sv)
         # one decode counted the frames: where it showed one frame per packet, each known by its pts, the file is
         # seekable by packet dts (AVI's untrusted codecs, VP8 without invisible frames)
         seek_by_dts = (_decode_index(packets, decoded) if count and (fmt == 'avi' or codec in _NO_TRUST) and not force_decode
