@@ -378,14 +378,19 @@ def test_verify_videos_uses_and_saves_the_index(dataset):
     assert V._STATS['indexed'] == 0  # what the verifying workers indexed was saved
     assert verify_videos(files, n_workers=0, progress=False) == [] and V._STATS['indexed'] == 0
 
+def _run_env() -> dict:
+    "The environment of another run of this package: its source first on the path, the saved index where it lands by default"
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(Path(V.__file__).parents[1]), os.environ.get('PYTHONPATH', '')])}
+    env.pop('FASTAI_SEQ_INDEX_DIR', None)
+    return env
+
 def test_second_process_indexes_no_file(dataset):
     "A later run (another process) maps the saved index: it indexes no file"
     root, files = dataset
     index_videos(files)
     code = ("import sys, fastai_seq.video as V; fs = sys.argv[1:]; V.index_videos(fs); [V.read_frames(f, [0]) for f in fs]; "
             "print('INDEXED', V._STATS['indexed'])")
-    env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(Path(V.__file__).parents[1]), os.environ.get('PYTHONPATH', '')])}
-    env.pop('FASTAI_SEQ_INDEX_DIR', None)
+    env = _run_env()
     r = subprocess.run([sys.executable, '-c', code, *map(str, files)], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert 'INDEXED 0' in r.stdout
@@ -400,8 +405,7 @@ def test_processes_starting_together_index_once(dataset, tmp_path):
             "open(go + me, 'w').close()\n"
             "while not (os.path.exists(go + '0') and os.path.exists(go + '1')): time.sleep(0.001)\n"
             "V.index_videos(fs); [V.read_frames(f, [0]) for f in fs]; print('INDEXED', V._STATS['indexed'])")
-    env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(Path(V.__file__).parents[1]), os.environ.get('PYTHONPATH', '')])}
-    env.pop('FASTAI_SEQ_INDEX_DIR', None)
+    env = _run_env()
     ps = [subprocess.Popen([sys.executable, '-c', code, str(tmp_path/'go'), str(i), *map(str, files)], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]
     outs = [p.communicate(timeout=300) for p in ps]
